@@ -1,0 +1,103 @@
+"""The ``controlplane`` command: server roles (up, serve, migrate) and client commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from controlplane import __version__, bootstrap, cli, logs
+from controlplane.settings import Settings
+
+_SERVER_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--nats-url", "NATS server URL (CONTROLPLANE_NATS_URL)"),
+    ("--database-url", "PostgreSQL DSN (CONTROLPLANE_DATABASE_URL)"),
+    ("--host", "HTTP listen address (CONTROLPLANE_HOST, default 127.0.0.1)"),
+    ("--port", "HTTP port (CONTROLPLANE_PORT, default 8080)"),
+    ("--sequences", "directory of shipyard files (CONTROLPLANE_SEQUENCES, default sequences/)"),
+    ("--api-token", "require this x-token on /api calls (CONTROLPLANE_API_TOKEN)"),
+    ("--task-started-timeout", "e.g. 30s, 10m (CONTROLPLANE_TASK_STARTED_TIMEOUT, default 10m)"),
+    ("--stream", "JetStream stream name (CONTROLPLANE_STREAM, default keptn)"),
+    ("--log-level", "debug, info, warning, error (CONTROLPLANE_LOG_LEVEL)"),
+    ("--log-format", "text or json (CONTROLPLANE_LOG_FORMAT)"),
+)
+
+
+def _server_parser(subparsers: Any, name: str, help_text: str, flags: Sequence[str]) -> Any:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    for flag, text in _SERVER_FLAGS:
+        if flag in flags:
+            parser.add_argument(flag, default=None, help=text)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="controlplane",
+        description="An event-driven control plane that speaks Keptn v1's protocol.",
+    )
+    parser.add_argument("--version", action="version", version=f"controlplane {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    all_flags = [flag for flag, _ in _SERVER_FLAGS]
+    up = _server_parser(
+        subparsers,
+        "up",
+        "start embedded NATS and PostgreSQL and the control plane with the example sequences",
+        [f for f in all_flags if f not in ("--nats-url", "--database-url")],
+    )
+    up.add_argument(
+        "--data-dir",
+        default=None,
+        help="where NATS and PostgreSQL keep their data (default .controlplane/)",
+    )
+    up.set_defaults(role="up")
+    _server_parser(
+        subparsers, "serve", "run the control plane against external NATS and PostgreSQL", all_flags
+    ).set_defaults(role="serve")
+    _server_parser(
+        subparsers,
+        "migrate",
+        "apply database migrations and exit",
+        ["--database-url", "--log-level", "--log-format"],
+    ).set_defaults(role="migrate")
+    cli.add_client_commands(subparsers)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key in Settings.model_fields
+    }
+    return Settings(**given)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    role = getattr(args, "role", None)
+    if role is None:
+        result: int = args.func(args)
+        return result
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            print(f"controlplane: invalid {field}: {error['msg']}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    runner = {"up": bootstrap.up, "serve": bootstrap.serve, "migrate": bootstrap.migrate}[role]
+    try:
+        return asyncio.run(runner(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Adapters: one subpackage per technology (PostgreSQL, NATS, HTTP), plus shipyard files."""
+
+from __future__ import annotations

@@ -1,0 +1,47 @@
+"""The app factory: wire the routes to the engine, definitions and queries they are given.
+
+Why a factory and no module-level app: tests build one per case against fakes, ``bootstrap``
+builds the real one and owns its lifespan (start the engine, then serve), and nothing here
+reads the environment.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import controlplane
+from controlplane.adapters.http import problems
+from controlplane.adapters.http.auth import TokenCheck
+from controlplane.adapters.http.routes import datastore, events, health, projects, sequences
+from controlplane.adapters.http.services import DefinitionsApi, EngineApi, Services
+from controlplane.application.queries import Queries
+
+__all__ = ["DefinitionsApi", "EngineApi", "create_app"]
+
+DESCRIPTION = (
+    "Keptn v1 compatible control plane API. When an API token is configured, every /api"
+    " path needs the header `x-token`."
+)
+
+
+def create_app(
+    *,
+    engine: EngineApi,
+    definitions: DefinitionsApi,
+    queries: Queries,
+    api_token: str | None,
+    max_event_bytes: int = 65536,
+) -> FastAPI:
+    services = Services(engine, definitions, queries, max_event_bytes)
+    app = FastAPI(
+        title="controlplane",
+        version=controlplane.__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+    )
+    for module in (events, sequences, datastore, projects, health):
+        app.include_router(module.router(services))
+    problems.install(app)
+    if api_token:
+        app.add_middleware(TokenCheck, token=api_token)
+    return app

@@ -1,0 +1,93 @@
+-- The full current schema, kept equal to the result of applying migrations/ in order
+-- (tests/integration/postgres/test_migrations.py compares the two catalogs).
+--
+-- Read this file to learn the schema; change it only together with a new migration.
+
+-- Written by migrate.py before it applies anything: which migrations a database has.
+CREATE TABLE schema_migrations (
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schema_migrations_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE events (
+    seq             bigserial        NOT NULL,
+    id              text             NOT NULL,
+    source          text             NOT NULL,
+    type            text             NOT NULL,
+    time            text             NOT NULL,
+    time_epoch      double precision,
+    keptn_context   text             NOT NULL,
+    triggered_id    text             NOT NULL DEFAULT '',
+    project         text             NOT NULL DEFAULT '',
+    stage           text             NOT NULL DEFAULT '',
+    service         text             NOT NULL DEFAULT '',
+    body            jsonb            NOT NULL,
+    publish_pending boolean          NOT NULL DEFAULT false,
+    stored_at       timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT events_pkey PRIMARY KEY (id)
+);
+
+-- Newest-first listings per context, project and type (the read side always names one of
+-- them; an index on seq alone would cost every insert and serve no query).
+CREATE INDEX events_context_seq_idx ON events (keptn_context, seq);
+CREATE INDEX events_project_seq_idx ON events (project, seq);
+CREATE INDEX events_type_seq_idx ON events (type, seq);
+-- Answers and invalidations name the event they refer to.
+CREATE INDEX events_triggered_id_idx ON events (triggered_id) WHERE triggered_id <> '';
+-- The outbox: small, because the relay clears the flag soon after the commit.
+CREATE INDEX events_outbox_idx ON events (seq) WHERE publish_pending;
+
+CREATE TABLE executions (
+    id            text             NOT NULL,
+    project       text             NOT NULL,
+    stage         text             NOT NULL,
+    service       text             NOT NULL,
+    keptn_context text             NOT NULL,
+    name          text             NOT NULL,
+    state         text             NOT NULL,
+    triggered_at  double precision NOT NULL,
+    ended_at      double precision,
+    open_task_id  text,
+    doc           jsonb            NOT NULL,
+    updated_at    timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT executions_pkey PRIMARY KEY (id)
+);
+
+-- The engine loads the live ones at start; they are few next to the finished ones.
+CREATE INDEX executions_live_idx ON executions (triggered_at)
+    WHERE state NOT IN ('finished', 'aborted', 'timedOut');
+CREATE INDEX executions_project_context_idx ON executions (project, keptn_context, triggered_at);
+CREATE INDEX executions_open_task_idx ON executions (open_task_id)
+    WHERE open_task_id IS NOT NULL;
+
+CREATE TABLE pauses (
+    keptn_context text        NOT NULL,
+    stage         text        NOT NULL DEFAULT '',  -- '' pauses the whole context
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT pauses_pkey PRIMARY KEY (keptn_context, stage)
+);
+
+CREATE TABLE projects (
+    name          text             NOT NULL,
+    shipyard_yaml text             NOT NULL,
+    version       integer          NOT NULL,
+    error         text             NOT NULL DEFAULT '',
+    origin        text             NOT NULL DEFAULT 'api',
+    created_at    double precision NOT NULL,
+    updated_at    double precision NOT NULL,
+    CONSTRAINT projects_pkey PRIMARY KEY (name),
+    CONSTRAINT projects_version_check CHECK (version > 0)
+);
+
+CREATE TABLE shipyard_versions (
+    name          text             NOT NULL,
+    version       integer          NOT NULL,
+    shipyard_yaml text             NOT NULL,
+    error         text             NOT NULL DEFAULT '',
+    origin        text             NOT NULL DEFAULT 'api',
+    created_at    double precision NOT NULL,
+    CONSTRAINT shipyard_versions_pkey PRIMARY KEY (name, version),
+    CONSTRAINT shipyard_versions_name_fkey FOREIGN KEY (name)
+        REFERENCES projects (name) ON DELETE CASCADE
+);

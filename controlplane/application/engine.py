@@ -1,0 +1,708 @@
+"""The engine: one loop that turns received events into decisions, state and emitted events.
+
+Why one loop with batches: on a small machine the scarce resource is the database commit, so
+the engine takes whatever work is waiting (events from the JetStream consumer, events posted
+to the HTTP API, control requests, timers), decides each with the pure core, and commits the
+whole batch in one transaction: received events, new execution states and the events to
+emit (the outbox) together. Only after the commit does it acknowledge NATS messages, answer
+HTTP callers and publish the emitted events to JetStream (with ``Nats-Msg-Id`` = event id, so
+a republish after a crash is dropped by JetStream, and the event store refuses ids twice).
+
+Live executions stay in memory (they are also in PostgreSQL; a restart reloads them), so a
+decision never waits for a read. Nothing polls: a timer wakes the loop exactly when a delayed
+task becomes due or a task's answer deadline passes.
+
+If a commit fails, every caller of that batch gets 503 (NATS messages are negatively
+acknowledged and come back), and the in-memory state is reloaded from the database, which
+still holds the last committed truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controlplane.application import admission
+from controlplane.application.definitions import Definitions
+from controlplane.application.envelope import Envelope, format_time
+from controlplane.application.errors import (
+    Conflict,
+    ControlPlaneError,
+    InvalidEvent,
+    NotFound,
+    Rejected,
+    TaskEnded,
+    Unavailable,
+    UnknownProject,
+    UnknownTask,
+)
+from controlplane.application.ports import EngineStore, Publisher, StoredEvent, UnitOfWork
+from controlplane.domain import eventtypes, machine, queueing, views
+from controlplane.domain.errors import UnknownSequence
+from controlplane.domain.eventtypes import Phase, SequenceEventType, TaskEventType
+from controlplane.domain.execution import Execution, Scope, derived_id
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["processed", "drop", "retry"]
+AckCallback = Callable[[Outcome], Awaitable[object]]
+_RECENT_IDS = 200_000
+
+
+@dataclass(slots=True)
+class _Work:
+    envelope: Envelope | None = None
+    from_api: bool = False
+    future: asyncio.Future[str] | None = None
+    ack: AckCallback | None = None
+    control: tuple[str, str, str, str] | None = None  # project, context, action, stage
+    due: list[str] | None = None  # execution ids whose timer fired
+    forget: str | None = None  # project whose executions are deleted
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch changed, before the commit makes it true."""
+
+    work: UnitOfWork = field(default_factory=UnitOfWork)
+    to_publish: list[Envelope] = field(default_factory=list)
+    touched_keys: set[tuple[str, str, str]] = field(default_factory=set)
+    touched_contexts: set[str] = field(default_factory=set)
+    new_ids: set[str] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: EngineStore,
+        publisher: Publisher,
+        definitions: Definitions,
+        task_started_timeout: float,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        batch_size: int = 512,
+        inbox_size: int = 20_000,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._definitions = definitions
+        self._timeout = task_started_timeout
+        self._clock = clock
+        self._new_id = new_id
+        self._batch_size = batch_size
+        self._inbox: asyncio.Queue[_Work] = asyncio.Queue(maxsize=inbox_size)
+        self._executions: dict[str, Execution] = {}
+        self._by_key: dict[tuple[str, str, str], set[str]] = {}
+        self._by_context: dict[str, set[str]] = {}
+        self._task_index: dict[str, str] = {}
+        self._pauses: dict[str, set[str]] = {}
+        self._recent: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._timers: list[tuple[float, str]] = []
+        self._timer_at: dict[str, float] = {}
+        self._timer_wake = asyncio.Event()
+        self._publish_queue: deque[Envelope] = deque()
+        self._publish_wake = asyncio.Event()
+        self._published: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        await self._load()
+        for envelope in await self._store.unpublished(limit=1_000_000):
+            self._publish_queue.append(envelope)
+        self._tasks = [
+            asyncio.create_task(self._run(), name="engine.loop"),
+            asyncio.create_task(self._run_timers(), name="engine.timers"),
+            asyncio.create_task(self._run_publisher(), name="engine.publisher"),
+        ]
+        self._publish_wake.set()
+        self._ready = True
+        logger.info("engine.started", extra={"live_executions": len(self._executions)})
+
+    async def stop(self) -> None:
+        self._ready = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _load(self) -> None:
+        self._executions.clear()
+        self._by_key.clear()
+        self._by_context.clear()
+        self._task_index.clear()
+        self._pauses.clear()
+        self._timers.clear()
+        self._timer_at.clear()
+        for execution in await self._store.load_live_executions():
+            self._index(execution)
+        for context, stage in await self._store.load_pauses():
+            self._pauses.setdefault(context, set()).add(stage)
+
+    # ------------------------------------------------------------------ entry points
+
+    async def ingest(self, raw: admission.IncomingEvent) -> str:
+        """Admit an event from the HTTP API; returns its keptnContext once it is committed."""
+        if not self._ready:
+            raise Unavailable("the control plane is starting; try again shortly")
+        envelope = admission.admit(raw, now=self._clock(), new_id=self._new_id)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._inbox.put(_Work(envelope=envelope, from_api=True, future=future))
+        return await future
+
+    async def receive(self, envelope: Envelope, ack: AckCallback) -> None:
+        """Take an event from the bus; ``ack`` is called after the commit with the outcome."""
+        await self._inbox.put(_Work(envelope=envelope, ack=ack))
+
+    async def control(self, project: str, keptn_context: str, action: str, stage: str = "") -> None:
+        if action not in ("pause", "resume", "abort"):
+            raise InvalidEvent(f"state must be pause, resume or abort, got {action!r}")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._inbox.put(_Work(control=(project, keptn_context, action, stage), future=future))
+        await future
+
+    async def forget_project(self, project: str) -> None:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._inbox.put(_Work(forget=project, future=future))
+        await future
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self._batch_size and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._process(batch)
+            except Exception:
+                logger.exception("engine.batch_failed", extra={"size": len(batch)})
+
+    async def _process(self, items: list[_Work]) -> None:
+        existing = await self._lookup_existing(items)
+        batch = _Batch()
+        replies: list[tuple[_Work, str | ControlPlaneError, Outcome]] = []
+        for item in items:
+            try:
+                reply = self._handle(item, existing, batch)
+            except Rejected as exc:
+                replies.append((item, exc, "drop"))
+                if not item.from_api and item.envelope is not None:
+                    logger.warning(
+                        "engine.event_dropped",
+                        extra={
+                            "event_id": item.envelope.id,
+                            "type": item.envelope.type,
+                            "reason": exc.message,
+                        },
+                    )
+            else:
+                replies.append((item, reply, "processed"))
+        self._grant_slots(batch)
+        self._clear_ended_pauses(batch)
+        batch.work.published, self._published = self._published, []
+        try:
+            if batch.work:
+                await self._store.commit(batch.work)
+        except Exception:
+            logger.exception("engine.commit_failed")
+            self._published = batch.work.published + self._published
+            for event_id in batch.new_ids:
+                self._recent.pop(event_id, None)
+            for item, _answer, _outcome in replies:
+                await self._reply(item, Unavailable("could not store the event; retry"), "retry")
+            await self._reload()
+            return
+        self._forget_recent_overflow()
+        for item, answer, outcome in replies:
+            await self._reply(item, answer, outcome)
+        if batch.to_publish:
+            self._publish_queue.extend(batch.to_publish)
+            self._publish_wake.set()
+
+    async def _reload(self) -> None:
+        while True:
+            try:
+                await self._load()
+                return
+            except Exception:
+                logger.exception("engine.reload_failed")
+                await asyncio.sleep(1.0)
+
+    async def _reply(self, item: _Work, reply: str | ControlPlaneError, outcome: Outcome) -> None:
+        if item.future is not None and not item.future.done():
+            if isinstance(reply, ControlPlaneError):
+                item.future.set_exception(reply)
+            else:
+                item.future.set_result(reply)
+        if item.ack is not None:
+            try:
+                await item.ack(outcome)
+            except Exception:
+                logger.exception("engine.ack_failed")
+
+    async def _lookup_existing(self, items: list[_Work]) -> dict[str, StoredEvent]:
+        wanted: set[str] = set()
+        for item in items:
+            envelope = item.envelope
+            if envelope is None:
+                continue
+            if envelope.id not in self._recent:
+                wanted.add(envelope.id)
+            if envelope.triggered_id and envelope.triggered_id not in self._task_index:
+                wanted.add(envelope.triggered_id)
+        found = dict(await self._store.find_events(sorted(wanted))) if wanted else {}
+        for event_id in list(found):
+            self._remember(found[event_id])
+        return found
+
+    # ------------------------------------------------------------------ handling
+
+    def _handle(self, item: _Work, existing: dict[str, StoredEvent], batch: _Batch) -> str:
+        if item.control is not None:
+            self._control(*item.control, batch=batch)
+            return ""
+        if item.due is not None:
+            for execution_id in item.due:
+                self._tick(execution_id, batch)
+            return ""
+        if item.forget is not None:
+            self._forget(item.forget)
+            return ""
+        assert item.envelope is not None
+        return self._receive(item.envelope, item.from_api, existing, batch, publish=item.from_api)
+
+    def _receive(
+        self,
+        envelope: Envelope,
+        from_api: bool,
+        existing: dict[str, StoredEvent],
+        batch: _Batch,
+        *,
+        publish: bool,
+    ) -> str:
+        """Handle one event; ``publish`` says whether it still has to go out on NATS."""
+        seen = self._recent.get(envelope.id) or existing.get(envelope.id)
+        if seen is not None or envelope.id in batch.new_ids:
+            if seen is not None and seen.source != envelope.source and from_api:
+                raise Conflict(
+                    f"event id {envelope.id!r} was already used by source {seen.source!r}"
+                )
+            return seen.keptn_context if seen else envelope.keptn_context
+        try:
+            parsed: eventtypes.EventType | None = eventtypes.parse(envelope.type)
+        except eventtypes.EventTypeError:
+            parsed = None
+        if isinstance(parsed, SequenceEventType) and parsed.phase == Phase.TRIGGERED:
+            return self._on_trigger(envelope, parsed, publish, batch)
+        if isinstance(parsed, TaskEventType) and parsed.phase in (
+            Phase.STARTED,
+            Phase.FINISHED,
+            Phase.STATUS_CHANGED,
+        ):
+            return self._on_answer(envelope, parsed.phase, publish, existing, batch)
+        self._store_event(envelope, publish=publish, batch=batch)
+        return envelope.keptn_context
+
+    def _store_event(self, envelope: Envelope, *, publish: bool, batch: _Batch) -> None:
+        batch.work.events.append((envelope, publish))
+        batch.new_ids.add(envelope.id)
+        self._remember(
+            StoredEvent(envelope.id, envelope.source, envelope.type, envelope.keptn_context)
+        )
+        if publish:
+            batch.to_publish.append(envelope)
+
+    def _remember(self, event: StoredEvent) -> None:
+        self._recent[event.id] = event
+        self._recent.move_to_end(event.id)
+
+    def _forget_recent_overflow(self) -> None:
+        while len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+
+    # ------------------------------------------------------------------ triggers
+
+    def _on_trigger(
+        self, envelope: Envelope, parsed: SequenceEventType, publish: bool, batch: _Batch
+    ) -> str:
+        project = envelope.project
+        record = self._definitions.record(project)
+        if record is None:
+            raise UnknownProject(f"project {project!r} does not exist")
+        now = self._clock()
+        stage = envelope.stage or parsed.stage
+        scope = Scope(project, stage, envelope.service, envelope.keptn_context)
+        self._store_event(envelope, publish=publish, batch=batch)
+        shipyard = self._definitions.shipyard(project)
+        problem = ""
+        sequence = None
+        if shipyard is None:
+            problem = f"invalid shipyard of project {project!r}: {record.error}"
+        else:
+            try:
+                sequence = shipyard.sequence(parsed.stage, parsed.sequence)
+            except UnknownSequence as exc:
+                problem = str(exc)
+            else:
+                if not sequence.tasks:
+                    problem = f"task sequence {parsed.sequence!r} does not contain any tasks"
+        if problem or sequence is None:
+            decision = machine.reject_trigger(
+                trigger_id=envelope.id,
+                scope=scope,
+                sequence_name=parsed.sequence,
+                data=envelope.data,
+                now=now,
+                message=problem,
+            )
+            logger.info(
+                "sequence.rejected", extra={"keptn_context": scope.keptn_context, "reason": problem}
+            )
+            self._apply(decision, batch, observed=envelope)
+            return scope.keptn_context
+        paused = self._is_paused(scope.keptn_context, stage)
+        execution = machine.start(
+            trigger_id=envelope.id,
+            scope=scope,
+            sequence=sequence,
+            data=envelope.data,
+            now=now,
+            task_started_timeout=self._timeout,
+            paused=paused,
+            shipyard_version=record.version,
+            gitcommitid=envelope.gitcommitid,
+        )
+        self._apply(machine.Decision(execution), batch, observed=envelope)
+        logger.info(
+            "sequence.triggered",
+            extra={
+                "keptn_context": scope.keptn_context,
+                "project": project,
+                "stage": stage,
+                "sequence": sequence.name,
+            },
+        )
+        return scope.keptn_context
+
+    # ------------------------------------------------------------------ answers
+
+    def _on_answer(
+        self,
+        envelope: Envelope,
+        phase: Phase,
+        publish: bool,
+        existing: dict[str, StoredEvent],
+        batch: _Batch,
+    ) -> str:
+        execution_id = self._task_index.get(envelope.triggered_id)
+        execution = self._executions.get(execution_id) if execution_id else None
+        if execution is None:
+            known = self._recent.get(envelope.triggered_id) or existing.get(envelope.triggered_id)
+            if known is not None and known.type.endswith(".triggered"):
+                raise TaskEnded(
+                    f"the task {known.type} with id {envelope.triggered_id!r} has already ended"
+                )
+            raise UnknownTask(f"no task was triggered with id {envelope.triggered_id!r}")
+        decision = machine.decide(
+            execution,
+            machine.TaskAnswered(
+                envelope.id, envelope.triggered_id, phase, envelope.source, envelope.data
+            ),
+            now=self._clock(),
+        )
+        if decision.rejection == machine.Rejection.TASK_ENDED:
+            raise TaskEnded(f"the task answered by {envelope.id!r} has already ended")
+        if decision.rejection == machine.Rejection.UNKNOWN_TASK:
+            raise UnknownTask(f"no task was triggered with id {envelope.triggered_id!r}")
+        if not envelope.keptn_context:
+            envelope = envelope.evolve(keptn_context=execution.scope.keptn_context)
+        self._store_event(envelope, publish=publish, batch=batch)
+        self._apply(decision, batch, observed=envelope)
+        return execution.scope.keptn_context
+
+    # ------------------------------------------------------------------ control
+
+    def _control(self, project: str, context: str, action: str, stage: str, batch: _Batch) -> None:
+        ids = [
+            execution_id
+            for execution_id in self._by_context.get(context, set())
+            if self._executions[execution_id].scope.project == project
+            and (not stage or self._executions[execution_id].scope.stage == stage)
+        ]
+        if not ids:
+            raise NotFound(
+                f"no running sequence with keptnContext {context!r} in project"
+                f" {project!r}" + (f" and stage {stage!r}" if stage else "")
+            )
+        event: machine.Input
+        if action == "pause":
+            self._pauses.setdefault(context, set()).add(stage)
+            batch.work.pauses_added.append((context, stage))
+            event = machine.Pause()
+        elif action == "resume":
+            self._clear_pause(context, stage or None, batch)
+            event = machine.Resume()
+        else:
+            self._clear_pause(context, None, batch)
+            event = machine.Abort()
+        now = self._clock()
+        for execution_id in sorted(ids, key=lambda i: self._executions[i].triggered_at):
+            execution = self._executions[execution_id]
+            self._apply(machine.decide(execution, event, now=now), batch)
+        logger.info(
+            "sequence.control", extra={"keptn_context": context, "action": action, "stage": stage}
+        )
+
+    def _clear_pause(self, context: str, stage: str | None, batch: _Batch) -> None:
+        stages = self._pauses.get(context)
+        if stages is None:
+            return
+        if stage is None:
+            self._pauses.pop(context, None)
+        else:
+            stages.discard(stage)
+            stages.discard("")
+            if not stages:
+                self._pauses.pop(context, None)
+        batch.work.pauses_removed.append((context, stage))
+
+    def _clear_ended_pauses(self, batch: _Batch) -> None:
+        """Keptn drops a context's pause flags once none of its sequences is running."""
+        for context in batch.touched_contexts:
+            if context in self._pauses and context not in self._by_context:
+                self._clear_pause(context, None, batch)
+
+    def _is_paused(self, context: str, stage: str) -> bool:
+        stages = self._pauses.get(context, set())
+        return "" in stages or stage in stages
+
+    def _tick(self, execution_id: str, batch: _Batch) -> None:
+        execution = self._executions.get(execution_id)
+        if execution is None:
+            return
+        wake = machine.next_wakeup(execution)
+        if wake is None or wake > self._clock():
+            return
+        self._apply(machine.decide(execution, machine.Tick(), now=self._clock()), batch)
+
+    def _forget(self, project: str) -> None:
+        for execution in [e for e in self._executions.values() if e.scope.project == project]:
+            self._unindex(execution)
+
+    # ------------------------------------------------------------------ applying decisions
+
+    def _apply(
+        self, decision: machine.Decision, batch: _Batch, *, observed: Envelope | None = None
+    ) -> None:
+        execution = decision.execution
+        if observed is not None:
+            execution = self._observe(execution, observed)
+        follow_ups: list[Envelope] = []
+        chains: list[machine.Chain] = []
+        for command in decision.commands:
+            if isinstance(command, machine.Chain):
+                chains.append(command)
+                continue
+            envelope = self._envelope(command)
+            execution = self._observe(execution, envelope)
+            self._store_event(envelope, publish=True, batch=batch)
+            self._log_emit(envelope)
+            if command.type == eventtypes.task(machine.APPROVAL, Phase.TRIGGERED):
+                follow_ups.extend(self._approval(command, execution))
+        self._update(execution, batch)
+        for chain in chains:
+            follow_ups.extend(self._chain(chain, execution.scope))
+        for envelope in follow_ups:
+            self._receive(envelope, False, {}, batch, publish=True)
+
+    def _update(self, execution: Execution, batch: _Batch) -> None:
+        previous = self._executions.get(execution.id)
+        if previous is not None:
+            self._unindex(previous)
+        batch.work.executions[execution.id] = execution
+        batch.touched_keys.add(execution.scope.queue_key)
+        batch.touched_contexts.add(execution.scope.keptn_context)
+        if not execution.state.terminal:
+            self._index(execution)
+
+    def _index(self, execution: Execution) -> None:
+        self._executions[execution.id] = execution
+        self._by_key.setdefault(execution.scope.queue_key, set()).add(execution.id)
+        self._by_context.setdefault(execution.scope.keptn_context, set()).add(execution.id)
+        if execution.current is not None:
+            self._task_index[execution.current.triggered_id] = execution.id
+        wake = machine.next_wakeup(execution)
+        if wake is not None and self._timer_at.get(execution.id) != wake:
+            self._timer_at[execution.id] = wake
+            if len(self._timers) > 4 * len(self._executions) + 1024:
+                self._compact_timers()
+            heapq.heappush(self._timers, (wake, execution.id))
+            if self._timers[0] == (wake, execution.id):
+                self._timer_wake.set()
+
+    def _compact_timers(self) -> None:
+        """Drop timer entries that no longer match a live execution's next wake-up."""
+        self._timers = [
+            (wake, execution_id)
+            for wake, execution_id in self._timers
+            if self._timer_at.get(execution_id) == wake and execution_id in self._executions
+        ]
+        heapq.heapify(self._timers)
+
+    def _unindex(self, execution: Execution) -> None:
+        self._executions.pop(execution.id, None)
+        key_members = self._by_key.get(execution.scope.queue_key)
+        if key_members is not None:
+            key_members.discard(execution.id)
+            if not key_members:
+                del self._by_key[execution.scope.queue_key]
+        context_members = self._by_context.get(execution.scope.keptn_context)
+        if context_members is not None:
+            context_members.discard(execution.id)
+            if not context_members:
+                del self._by_context[execution.scope.keptn_context]
+        if execution.current is not None:
+            self._task_index.pop(execution.current.triggered_id, None)
+        self._timer_at.pop(execution.id, None)
+
+    def _grant_slots(self, batch: _Batch) -> None:
+        """Give free (project, stage, service) slots to the oldest waiting executions."""
+        pending = set(batch.touched_keys)
+        while pending:
+            key = pending.pop()
+            members = [self._executions[i] for i in self._by_key.get(key, ())]
+            chosen = queueing.grant(members)
+            if chosen is None:
+                continue
+            before = set(batch.touched_keys)
+            self._apply(machine.decide(chosen, machine.SlotGranted(), now=self._clock()), batch)
+            # The granted execution may have ended at once (an automatic approval, say), and
+            # chained triggers may have touched other slots: look at both again.
+            pending.add(key)
+            pending |= batch.touched_keys - before
+
+    def _observe(self, execution: Execution, envelope: Envelope) -> Execution:
+        view = views.observe(
+            execution.view,
+            type=envelope.type,
+            id=envelope.id,
+            time=self._clock(),
+            data=envelope.data,
+            source=envelope.source,
+        )
+        return execution.evolve(view=view)
+
+    def _envelope(self, command: machine.Emit) -> Envelope:
+        return Envelope(
+            id=command.id,
+            source=command.source,
+            type=command.type,
+            time=format_time(self._clock()),
+            data=dict(command.data),
+            keptn_context=command.keptn_context,
+            triggered_id=command.triggered_id,
+            gitcommitid=command.gitcommitid,
+        )
+
+    def _log_emit(self, envelope: Envelope) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "event.emitted",
+                extra={
+                    "type": envelope.type,
+                    "event_id": envelope.id,
+                    "keptn_context": envelope.keptn_context,
+                },
+            )
+
+    def _approval(self, command: machine.Emit, execution: Execution) -> list[Envelope]:
+        answers = machine.approval_answers(command)
+        return [
+            Envelope(
+                id=answer.event_id,
+                source=answer.source,
+                type=eventtypes.task(machine.APPROVAL, answer.phase),
+                time=format_time(self._clock()),
+                data=dict(answer.data or {}),
+                keptn_context=execution.scope.keptn_context,
+                triggered_id=answer.triggered_id,
+                gitcommitid=execution.gitcommitid,
+            )
+            for answer in answers
+        ]
+
+    def _chain(self, chain: machine.Chain, execution_scope: Scope) -> list[Envelope]:
+        shipyard = self._definitions.shipyard(execution_scope.project)
+        if shipyard is None:
+            return []
+        triggered: list[Envelope] = []
+        for stage, sequence in shipyard.triggered_by(
+            chain.stage, chain.sequence, chain.result, chain.last_task
+        ):
+            data = dict(chain.data)
+            data["stage"] = stage.name
+            triggered.append(
+                Envelope(
+                    id=derived_id(chain.execution_id, "chain", stage.name, sequence.name),
+                    source=machine.SOURCE,
+                    type=eventtypes.sequence(stage.name, sequence.name, Phase.TRIGGERED),
+                    time=format_time(self._clock()),
+                    data=data,
+                    keptn_context=execution_scope.keptn_context,
+                )
+            )
+        return triggered
+
+    # ------------------------------------------------------------------ timers and publishing
+
+    async def _run_timers(self) -> None:
+        while True:
+            self._timer_wake.clear()
+            now = self._clock()
+            due: list[str] = []
+            while self._timers and self._timers[0][0] <= now:
+                _, execution_id = heapq.heappop(self._timers)
+                due.append(execution_id)
+            if due:
+                await self._inbox.put(_Work(due=sorted(set(due))))
+            delay = (self._timers[0][0] - now) if self._timers else 3600.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), timeout=max(delay, 0.0))
+
+    async def _run_publisher(self) -> None:
+        while True:
+            await self._publish_wake.wait()
+            self._publish_wake.clear()
+            while self._publish_queue:
+                chunk = [
+                    self._publish_queue.popleft()
+                    for _ in range(min(len(self._publish_queue), 1024))
+                ]
+                try:
+                    await self._publisher.publish(chunk)
+                except Exception:
+                    logger.exception("outbox.publish_failed", extra={"count": len(chunk)})
+                    self._publish_queue.extendleft(reversed(chunk))
+                    await asyncio.sleep(0.5)
+                    continue
+                self._published.extend(envelope.id for envelope in chunk)
+                if self._inbox.empty():
+                    await self._inbox.put(_Work(due=[]))

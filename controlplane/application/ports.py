@@ -1,0 +1,168 @@
+"""The ports: what the application needs from the outside world, as Protocols.
+
+Adapters implement them (PostgreSQL in :mod:`controlplane.adapters.postgres`, JetStream in
+:mod:`controlplane.adapters.nats`); :mod:`controlplane.testing` has in-memory fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controlplane.application.envelope import Envelope
+from controlplane.domain.execution import Execution
+from controlplane.domain.shipyard import Shipyard
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """Enough of a stored event to recognise a repeat and to answer 409 versus 404."""
+
+    id: str
+    source: str
+    type: str
+    keptn_context: str
+
+
+@dataclass(slots=True)
+class UnitOfWork:
+    """Everything one engine batch changes, committed in one transaction.
+
+    ``events`` go to the event store; those flagged ``publish`` are also the outbox: they
+    stay marked until ``published`` names them in a later unit of work.
+    """
+
+    events: list[tuple[Envelope, bool]] = field(default_factory=list)
+    executions: dict[str, Execution] = field(default_factory=dict)
+    published: list[str] = field(default_factory=list)
+    pauses_added: list[tuple[str, str]] = field(default_factory=list)  # (context, stage or "")
+    pauses_removed: list[tuple[str, str | None]] = field(default_factory=list)  # None: all
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.events
+            or self.executions
+            or self.published
+            or self.pauses_added
+            or self.pauses_removed
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    """A project as stored: the shipyard text, its version, and why it is invalid if it is."""
+
+    name: str
+    shipyard_yaml: str
+    version: int = 1
+    error: str = ""
+    origin: str = "api"  # "api" or "file:<path>"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class ProjectExists(Exception):
+    """A project with this name already exists."""
+
+
+class EngineStore(Protocol):
+    async def load_live_executions(self) -> list[Execution]: ...
+
+    async def load_pauses(self) -> list[tuple[str, str]]: ...
+
+    async def find_events(self, ids: Sequence[str]) -> dict[str, StoredEvent]: ...
+
+    async def commit(self, work: UnitOfWork) -> None: ...
+
+    async def unpublished(self, limit: int) -> list[Envelope]: ...
+
+    async def delete_project_data(self, project: str) -> None: ...
+
+
+class DefinitionStore(Protocol):
+    async def list_projects(self) -> list[ProjectRecord]: ...
+
+    async def get_project(self, name: str) -> ProjectRecord | None: ...
+
+    async def create_project(self, record: ProjectRecord) -> ProjectRecord:
+        """Insert version 1; raises :class:`ProjectExists`."""
+        ...
+
+    async def replace_project(self, record: ProjectRecord) -> ProjectRecord:
+        """Store a new version (or the first one); returns it with its version number."""
+        ...
+
+    async def delete_project(self, name: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Any]
+    total: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    keptn_contexts: tuple[str, ...] = ()
+    type: str = ""
+    project: str = ""
+    stage: str = ""
+    service: str = ""
+    event_id: str = ""
+    source: str = ""
+    from_time: str = ""
+    before_time: str = ""
+    root_only: bool = False
+
+
+class QueryStore(Protocol):
+    async def contexts(
+        self, project: str, *, keptn_contexts: Sequence[str], name: str
+    ) -> list[list[Execution]]:
+        """Executions grouped by keptnContext, newest context first, oldest stage first."""
+        ...
+
+    async def pauses(self, keptn_contexts: Sequence[str]) -> dict[str, set[str]]: ...
+
+    async def events(self, where: EventFilter, *, limit: int, offset: int) -> Page: ...
+
+    async def events_by_type(
+        self,
+        type: str,
+        *,
+        match: Mapping[str, Sequence[str]],
+        exclude_invalidated: bool,
+        from_time: str,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Events of one type, newest first, filtered the way Keptn's datastore did.
+
+        Each ``match`` path (``data.project``, ``shkeptncontext``) equals one of its values.
+        """
+        ...
+
+    async def open_triggered(
+        self,
+        type: str,
+        *,
+        project: str,
+        stage: str,
+        service: str,
+        event_id: str,
+        limit: int,
+        offset: int,
+    ) -> Page: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, events: Sequence[Envelope]) -> None:
+        """Publish and wait until the broker stored every one; raise if it did not."""
+        ...
+
+
+class ShipyardReader(Protocol):
+    def read(self, text: str, source: str) -> Shipyard:
+        """Parse shipyard YAML; raises ``InvalidShipyard`` with field paths and lines."""
+        ...

@@ -1,0 +1,161 @@
+"""The composition root: builds every adapter from :class:`Settings` and runs the roles.
+
+Start-up order matters for ``GET /health``: migrations, then definitions, then the engine
+(which reloads live executions and republishes anything left in the outbox), then the
+JetStream consumer; only then is the engine marked ready. Shutdown runs in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from controlplane.adapters import files
+from controlplane.adapters.http.app import create_app
+from controlplane.adapters.nats import jetstream
+from controlplane.adapters.nats.embedded import EmbeddedNats
+from controlplane.adapters.postgres.embedded import EmbeddedPostgres
+from controlplane.adapters.postgres.migrate import migrate as apply_migrations
+from controlplane.adapters.postgres.store import PostgresStore
+from controlplane.application.definitions import Definitions, ShipyardFile
+from controlplane.application.engine import Engine
+from controlplane.application.queries import Queries
+from controlplane.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _shipyard_files(directory: Path) -> list[ShipyardFile]:
+    if not directory.is_dir():
+        logger.warning("definitions.no_directory", extra={"path": str(directory)})
+        return []
+    return [
+        ShipyardFile(
+            loaded.project, loaded.text, str(loaded.path), str(loaded.error) if loaded.error else ""
+        )
+        for loaded in files.load_directory(directory)
+    ]
+
+
+async def migrate(settings: Settings) -> int:
+    store = await PostgresStore.connect(settings.database_url, min_size=1, max_size=2)
+    try:
+        applied = await apply_migrations(store.pool)
+    finally:
+        await store.close()
+    print("applied: " + ", ".join(applied) if applied else "the database is up to date")
+    return 0
+
+
+async def serve(settings: Settings, *, banner: str = "") -> int:
+    store = await PostgresStore.connect(settings.database_url)
+    nats = await jetstream.connect(settings.nats_url, name="controlplane")
+    consumer_task: asyncio.Task[None] | None = None
+    engine: Engine | None = None
+    try:
+        await apply_migrations(store.pool)
+        js = nats.jetstream()
+        await jetstream.ensure_stream(js, stream=settings.stream)
+        publisher = jetstream.JetStreamPublisher(nats, stream=settings.stream)
+        definitions = Definitions(store, files.YamlShipyardReader())
+        await definitions.load(_shipyard_files(settings.sequences))
+        engine = Engine(
+            store=store,
+            publisher=publisher,
+            definitions=definitions,
+            task_started_timeout=settings.task_started_timeout,
+            batch_size=settings.batch_size,
+        )
+        definitions.set_delete_hook(_forget(engine, store))
+        # In-flight events of a crashed engine come back after ack_wait: keep it short.
+        consumer = jetstream.JetStreamConsumer(
+            nats, stream=settings.stream, name=settings.consumer, ack_wait=10.0
+        )
+        await consumer.ensure()
+        await engine.start()
+        consumer_task = asyncio.create_task(consumer.run(engine.receive), name="consumer")
+        app = create_app(
+            engine=engine,
+            definitions=definitions,
+            queries=Queries(store),
+            api_token=settings.api_token,
+        )
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        if banner:
+            asyncio.get_running_loop().call_later(0.5, _print_when_started, server, banner)
+        await server.serve()
+        consumer.stop()
+    finally:
+        if consumer_task is not None:
+            # Let the consumer release what it buffered (immediate redelivery), then go.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(consumer_task, timeout=5.0)
+        if engine is not None:
+            await engine.stop()
+        with contextlib.suppress(Exception):
+            await nats.drain()
+        await store.close()
+    return 0
+
+
+def _print_when_started(server: uvicorn.Server, banner: str) -> None:
+    if server.started:
+        print(banner, flush=True)
+    else:
+        asyncio.get_running_loop().call_later(0.2, _print_when_started, server, banner)
+
+
+def _forget(engine: Engine, store: PostgresStore):  # type: ignore[no-untyped-def]
+    async def hook(project: str) -> None:
+        await engine.forget_project(project)
+        await store.delete_project_data(project)
+
+    return hook
+
+
+async def up(settings: Settings) -> int:
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    nats_server = EmbeddedNats(data_dir / "nats")
+    postgres = EmbeddedPostgres()
+    try:
+        nats_url = nats_server.start()
+        database_url = postgres.start(data_dir / "postgres")
+        local = settings.model_copy(update={"nats_url": nats_url, "database_url": database_url})
+        return await serve(local, banner=_banner(local))
+    finally:
+        postgres.stop()
+        nats_server.stop()
+
+
+def _banner(settings: Settings) -> str:
+    url = f"http://{settings.host}:{settings.port}"
+    token = f" -H 'x-token: {settings.api_token}'" if settings.api_token else ""
+    return f"""
+controlplane is up
+  API        {url}   (OpenAPI docs: {url}/docs)
+  NATS       {settings.nats_url}   (JetStream stream '{settings.stream}')
+  data       {settings.data_dir}/
+  sequences  {settings.sequences}/
+
+Trigger the example sequence:
+  curl -s {url}/api/v1/event{token} -H 'content-type: application/json' \\
+    -d '{{"type": "dev.sequence-one.triggered", "source": "readme",
+         "data": {{"project": "seed", "stage": "dev", "service": "phone",
+                  "checknumber": {{"number": "+41 44 668 18 00"}}}}}}'
+Watch it:
+  controlplane sequences seed
+Press Ctrl-C to stop.
+"""

@@ -1,0 +1,448 @@
+"""The client half of the ``controlplane`` command: validate shipyards, and talk to the HTTP API.
+
+Why the client commands go through the HTTP API and nothing else: it is the same contract
+Keptn's clients and any script use, so the CLI needs no database or NATS access, works against
+a remote control plane, and exercises the API the way users do. Each command function takes
+an :class:`httpx.Client`, so tests hand it one with a mock transport.
+
+Exit codes: 0 success (for ``trigger --wait``: the sequence ended with pass or warning), 1 the
+sequence failed, was aborted or timed out, or the server failed, 2 a usage error, a request
+the server refused (4xx) or a control plane that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from controlplane.adapters.files import YamlShipyardReader
+from controlplane.domain import durations, eventtypes
+from controlplane.domain.errors import InvalidShipyard
+from controlplane.domain.eventtypes import Phase, SequenceEventType
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+SOURCE = "controlplane-cli"
+FINAL_STATES = ("finished", "aborted", "timedOut")
+OPEN_STAGE_STATES = ("triggered", "started", "waiting", "paused")
+_PAGE = 100
+_REQUEST_TIMEOUT = 10.0
+
+Command = Callable[["ApiClient", argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------------- argparse wiring
+
+
+def add_client_commands(subparsers: Any) -> None:
+    """Add validate, trigger, sequences, events, pause, resume and abort to ``subparsers``."""
+    validate = subparsers.add_parser(
+        "validate", help="check shipyard files", description="Check shipyard files."
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=run_validate)
+
+    trigger = _client_parser(subparsers, "trigger", "start a sequence")
+    trigger.add_argument("project")
+    trigger.add_argument("stage")
+    trigger.add_argument("sequence")
+    trigger.add_argument("--service", help="the service (default: the project name)")
+    trigger.add_argument(
+        "--data", type=_json_object, default={}, help="JSON object merged into the event data"
+    )
+    trigger.add_argument(
+        "--label",
+        type=_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label for the sequence (repeatable)",
+    )
+    trigger.add_argument(
+        "--wait", action="store_true", help="show each task as it happens until the sequence ends"
+    )
+    trigger.add_argument(
+        "--timeout", type=_duration, default=600.0, help="how long --wait waits (default 10m)"
+    )
+    trigger.add_argument("--poll-interval", type=float, default=0.2, help=argparse.SUPPRESS)
+    trigger.set_defaults(func=client_handler(trigger_sequence))
+
+    sequences = _client_parser(subparsers, "sequences", "list a project's sequences and states")
+    sequences.add_argument("project")
+    sequences.add_argument("--state", default="", help="only sequences in this state")
+    sequences.set_defaults(func=client_handler(list_sequences))
+
+    events = _client_parser(subparsers, "events", "show the event trace of a keptnContext")
+    events.add_argument("context", metavar="CONTEXT")
+    events.add_argument("--project", default="")
+    events.set_defaults(func=client_handler(show_events))
+
+    for action, text in (
+        ("pause", "pause a running sequence"),
+        ("resume", "resume a paused sequence"),
+        ("abort", "abort a sequence"),
+    ):
+        control = _client_parser(subparsers, action, text)
+        control.add_argument("context", metavar="CONTEXT")
+        control.add_argument("--project", required=True)
+        control.add_argument("--stage", default="", help="only this stage")
+        control.set_defaults(func=client_handler(control_sequence), action=action)
+
+
+def _client_parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("CONTROLPLANE_URL", DEFAULT_URL),
+        help=f"the control plane's URL (CONTROLPLANE_URL, default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CONTROLPLANE_API_TOKEN"),
+        help="the API token (CONTROLPLANE_API_TOKEN)",
+    )
+    return parser
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object such as '{\"key\": 1}'")
+    return value
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"labels read KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _duration(text: str) -> float:
+    try:
+        return durations.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------- validate
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Parse each shipyard file; print every problem on its own line; 1 if any is invalid."""
+    reader = YamlShipyardReader()
+    failed = False
+    for name in args.files:
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{name}: cannot read the file: {_reason(exc)}")
+            failed = True
+            continue
+        try:
+            shipyard = reader.read(text, name)
+        except InvalidShipyard as exc:
+            for problem in exc.problems:
+                print(problem.render(name))
+            failed = True
+            continue
+        for warning in shipyard.warnings:
+            print(f"{name}: warning: {warning}")
+        count = sum(len(stage.sequences) for stage in shipyard.stages)
+        print(f"{name}: ok ({len(shipyard.stages)} stages, {count} sequences)")
+    return 1 if failed else 0
+
+
+def _reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+# ---------------------------------------------------------------------- the API client
+
+
+class ApiError(Exception):
+    """The control plane answered with an error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ApiClient:
+    """The few calls the CLI makes, with the server's error message kept."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    def send_event(self, event: Mapping[str, Any]) -> str:
+        body = self._call(
+            "POST",
+            "/api/v1/event",
+            content=json.dumps(event).encode(),
+            headers={"content-type": "application/cloudevents+json"},
+        )
+        return str(body["keptnContext"])
+
+    def sequence_states(
+        self, project: str, *, context: str = "", state: str = ""
+    ) -> list[dict[str, Any]]:
+        params = {
+            key: value for key, value in (("keptnContext", context), ("state", state)) if value
+        }
+        body = self._call(
+            "GET", f"/api/controlPlane/v1/sequence/{_segment(project)}", params=params
+        )
+        return list(body["states"])
+
+    def events(self, context: str, *, project: str = "") -> Iterator[dict[str, Any]]:
+        """Every event of the context, newest first, one page at a time."""
+        key = "0"
+        while True:
+            params = {"keptnContext": context, "pageSize": str(_PAGE), "nextPageKey": key}
+            if project:
+                params["project"] = project
+            body = self._call("GET", "/api/mongodb-datastore/event", params=params)
+            yield from body["events"]
+            key = str(body.get("nextPageKey") or "0")
+            if key == "0":
+                return
+
+    def control(self, project: str, context: str, action: str, stage: str) -> None:
+        self._call(
+            "POST",
+            f"/api/controlPlane/v1/sequence/{_segment(project)}/{_segment(context)}/control",
+            json={"state": action, "stage": stage},
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.is_error:
+            raise ApiError(response.status_code, _message(response))
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                response.status_code,
+                f"{response.url} did not answer with JSON; is it the control plane?",
+            ) from None
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return response.text.strip()
+
+
+def client_handler(command: Command) -> Callable[..., int]:
+    """Wrap a command: build the HTTP client from ``--url``/``--token`` unless one is given."""
+
+    def handler(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
+        with ExitStack() as stack:
+            if client is None:
+                client = stack.enter_context(build_client(args))
+            try:
+                return command(ApiClient(client), args)
+            except httpx.TimeoutException:
+                _error(f"the control plane at {args.url} did not answer in time")
+                return 2
+            except httpx.TransportError as exc:
+                _error(
+                    f"cannot reach the control plane at {args.url} ({exc or type(exc).__name__});"
+                    " it may not be running (start it with `controlplane up`)"
+                )
+                return 2
+            except ApiError as exc:
+                _error(f"{exc.message} (HTTP {exc.status})")
+                return 2 if exc.status < 500 else 1
+            except KeyboardInterrupt:
+                _error("interrupted; a triggered sequence goes on running")
+                return 130
+
+    return handler
+
+
+def build_client(args: argparse.Namespace) -> httpx.Client:
+    headers = {"x-token": args.token} if args.token else {}
+    return httpx.Client(base_url=args.url, headers=headers, timeout=_REQUEST_TIMEOUT)
+
+
+def _error(message: str) -> None:
+    print(f"controlplane: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def trigger_sequence(api: ApiClient, args: argparse.Namespace) -> int:
+    data: dict[str, Any] = dict(args.data)
+    data.update(project=args.project, stage=args.stage, service=args.service or args.project)
+    if args.label:
+        data["labels"] = {**(data.get("labels") or {}), **dict(args.label)}
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": SOURCE,
+        "type": eventtypes.sequence(args.stage, args.sequence, Phase.TRIGGERED),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    context = api.send_event(event)
+    print(context, flush=True)
+    if not args.wait:
+        return 0
+    return _watch(api, args.project, context, timeout=args.timeout, interval=args.poll_interval)
+
+
+def _watch(api: ApiClient, project: str, context: str, *, timeout: float, interval: float) -> int:
+    deadline = time.monotonic() + timeout
+    trace: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while True:
+        state = _context_state(api, project, context)
+        for event in _new_events(api, context, seen):
+            trace.append(event)
+            print(_line(event), flush=True)
+        if state is not None and _ended(state):
+            return _verdict(state, trace)
+        if time.monotonic() >= deadline:
+            current = state["state"] if state else "not visible yet"
+            _error(
+                f"gave up waiting after {durations.format_duration(timeout)}; the sequence is"
+                f" {current} (keptnContext {context})"
+            )
+            return 1
+        time.sleep(interval)
+
+
+def _context_state(api: ApiClient, project: str, context: str) -> dict[str, Any] | None:
+    states = api.sequence_states(project, context=context)
+    return states[0] if states else None
+
+
+def _new_events(api: ApiClient, context: str, seen: set[str]) -> list[dict[str, Any]]:
+    """Events not printed yet, oldest first; stops paging at the first one already seen."""
+    fresh: list[dict[str, Any]] = []
+    for event in api.events(context):
+        key = str(event.get("id", ""))
+        if key in seen:
+            break
+        seen.add(key)
+        fresh.append(event)
+    return fresh[::-1]
+
+
+def _ended(state: Mapping[str, Any]) -> bool:
+    stages = state.get("stages") or []
+    return state.get("state") in FINAL_STATES and all(
+        stage.get("state") not in OPEN_STAGE_STATES for stage in stages
+    )
+
+
+def _verdict(state: Mapping[str, Any], trace: list[dict[str, Any]]) -> int:
+    endings = [event for event in trace if _is_sequence_end(event)]
+    results = [str((event.get("data") or {}).get("result") or "") for event in endings]
+    statuses = [str((event.get("data") or {}).get("status") or "") for event in endings]
+    if not endings or "fail" in results or "errored" in statuses or "" in results:
+        result = "fail"
+    elif "warning" in results:
+        result = "warning"
+    else:
+        result = "pass"
+    overall = str(state.get("state"))
+    stages = ", ".join(f"{stage['name']} {stage['state']}" for stage in state.get("stages") or [])
+    print(f"sequence {overall}: result {result} ({stages})")
+    return 0 if overall == "finished" and result in ("pass", "warning") else 1
+
+
+def _is_sequence_end(event: Mapping[str, Any]) -> bool:
+    try:
+        parsed = eventtypes.parse(str(event.get("type", "")))
+    except eventtypes.EventTypeError:
+        return False
+    return isinstance(parsed, SequenceEventType) and parsed.phase == Phase.FINISHED
+
+
+def list_sequences(api: ApiClient, args: argparse.Namespace) -> int:
+    states = api.sequence_states(args.project, state=args.state)
+    if not states:
+        print(
+            f"no sequences in project {args.project}"
+            + (f" in state {args.state}" if args.state else "")
+        )
+        return 0
+    rows: list[tuple[str, ...]] = [("TIME", "CONTEXT", "SEQUENCE", "STAGES", "STATE")]
+    for state in states:
+        stages = ",".join(
+            f"{stage['name']}:{stage['state']}" for stage in state.get("stages") or []
+        )
+        rows.append((state["time"], state["shkeptncontext"], state["name"], stages, state["state"]))
+    _table(rows)
+    return 0
+
+
+def show_events(api: ApiClient, args: argparse.Namespace) -> int:
+    events = list(api.events(args.context, project=args.project))
+    if not events:
+        _error(f"no events for keptnContext {args.context}")
+        return 1
+    for event in reversed(events):
+        print(_line(event))
+    return 0
+
+
+def control_sequence(api: ApiClient, args: argparse.Namespace) -> int:
+    api.control(args.project, args.context, args.action, args.stage)
+    done = {"pause": "paused", "resume": "resumed", "abort": "aborted"}[args.action]
+    where = f" (stage {args.stage})" if args.stage else ""
+    print(f"{done} {args.context}{where}")
+    return 0
+
+
+# ---------------------------------------------------------------------- output
+
+
+def _line(event: Mapping[str, Any]) -> str:
+    """``time  type  source  triggeredid  status/result``, with the type's prefix dropped."""
+    data = event.get("data") or {}
+    kind = str(event.get("type", "")).removeprefix(eventtypes.PREFIX)
+    answered = str(event.get("triggeredid") or "")[:8] or "-"
+    outcome = "/".join(str(data[key]) for key in ("status", "result") if data.get(key))
+    return "  ".join(
+        [
+            str(event.get("time", "")),
+            f"{kind:<40}",
+            f"{event.get('source', '')!s:<24}",
+            f"{answered:<8}",
+            outcome,
+        ]
+    ).rstrip()
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

@@ -1,0 +1,120 @@
+"""The one grammar for Keptn event-type strings.
+
+Keptn classifies a type by splitting it on dots after the ``sh.keptn.event.`` prefix:
+
+* ``<stage>.<sequence>.triggered|finished`` is a *sequence* event,
+* ``<task>.triggered|started|finished|invalidated`` is a *task* event, and
+* ``<task>.status.changed`` is a task's progress report.
+
+Stage, sequence and task names therefore never contain dots. Every other module builds
+and reads type strings through this one, so the grammar lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+PREFIX = "sh.keptn.event."
+
+# Types Keptn accepts through its API without the task/sequence grammar.
+LOG_ERROR = "sh.keptn.log.error"
+PROBLEM = "sh.keptn.events.problem"
+
+
+class Phase(enum.StrEnum):
+    TRIGGERED = "triggered"
+    STARTED = "started"
+    STATUS_CHANGED = "status.changed"
+    FINISHED = "finished"
+    INVALIDATED = "invalidated"
+
+
+_SEQUENCE_PHASES = {Phase.TRIGGERED, Phase.FINISHED}
+
+
+class EventTypeError(ValueError):
+    """The string does not follow the Keptn event-type grammar."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceEventType:
+    """``sh.keptn.event.<stage>.<sequence>.<phase>``."""
+
+    stage: str
+    sequence: str
+    phase: Phase
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.stage}.{self.sequence}.{self.phase}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEventType:
+    """``sh.keptn.event.<task>.<phase>``."""
+
+    task: str
+    phase: Phase
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.task}.{self.phase}"
+
+
+EventType = SequenceEventType | TaskEventType
+
+
+def normalize(raw: str) -> str:
+    """Return the full form of a type, accepting the short form without the prefix.
+
+    ``dev.sequence-one.triggered`` becomes ``sh.keptn.event.dev.sequence-one.triggered``;
+    other ``sh.keptn.*`` types are returned unchanged.
+    """
+    if raw.startswith("sh.keptn."):
+        return raw
+    return PREFIX + raw
+
+
+def parse(raw: str) -> EventType:
+    """Parse a full or short event type into a sequence or task event type.
+
+    Raises:
+        EventTypeError: the type is not a Keptn task or sequence event type.
+    """
+    full = normalize(raw)
+    if not full.startswith(PREFIX):
+        raise EventTypeError(f"event type {raw!r} is not a Keptn task or sequence event")
+    parts = full[len(PREFIX) :].split(".")
+    if any(not part for part in parts):
+        raise EventTypeError(f"event type {raw!r} has an empty segment")
+    if len(parts) == 3 and parts[1] == "status" and parts[2] == "changed":
+        return TaskEventType(parts[0], Phase.STATUS_CHANGED)
+    if len(parts) == 2:
+        phase = _phase(parts[1], raw)
+        return TaskEventType(parts[0], phase)
+    if len(parts) == 3:
+        phase = _phase(parts[2], raw)
+        if phase not in _SEQUENCE_PHASES:
+            raise EventTypeError(
+                f"event type {raw!r}: a sequence event ends in .triggered or .finished,"
+                f" not .{phase}"
+            )
+        return SequenceEventType(parts[0], parts[1], phase)
+    raise EventTypeError(
+        f"event type {raw!r} must be sh.keptn.event.<task>.<phase> or"
+        " sh.keptn.event.<stage>.<sequence>.<phase>"
+    )
+
+
+def _phase(word: str, raw: str) -> Phase:
+    try:
+        return Phase(word)
+    except ValueError:
+        raise EventTypeError(f"event type {raw!r} ends in unknown phase {word!r}") from None
+
+
+def task(name: str, phase: Phase) -> str:
+    return str(TaskEventType(name, phase))
+
+
+def sequence(stage: str, name: str, phase: Phase) -> str:
+    return str(SequenceEventType(stage, name, phase))

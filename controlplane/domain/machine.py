@@ -1,0 +1,492 @@
+"""The sequence state machine: ``decide(execution, event, now=...) -> Decision``.
+
+Pure and synchronous. The application layer loads an execution, asks this module what
+follows from an event, stores the new execution and publishes the commands, all in one
+unit of work. Duplicates and late answers are expected in a distributed system, so they
+come back as no-op decisions with a ``note`` (and, for answers, a ``rejection`` the HTTP
+API turns into 404 or 409), never as exceptions.
+
+The flow of one execution (Keptn v1, reference sections 3 and 4)::
+
+    triggered --slot granted--> started --next task is approval--> waitingForApproval
+        started/waitingForApproval --last task done, or a task failed/errored--> finished
+        any live state --pause--> paused --resume--> the state before the pause
+        any live state --abort--> aborted
+        started --task unanswered past its deadline--> timedOut
+
+Only ``started`` holds the (project, stage, service) slot, so a sequence waiting for an
+approval or paused lets the next one run. A ``started`` execution coming back from an
+approval or a pause must win the slot again before its next task goes out
+(``awaiting_slot``); the queue (:mod:`controlplane.domain.queueing`) grants it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane.domain import eventtypes
+from controlplane.domain.durations import format_duration
+from controlplane.domain.eventtypes import Phase
+from controlplane.domain.execution import (
+    Answer,
+    CurrentTask,
+    Execution,
+    Result,
+    Scope,
+    State,
+    Status,
+    TaskOutcome,
+    aggregate,
+    derived_id,
+)
+from controlplane.domain.shipyard import Sequence
+
+APPROVAL = "approval"
+SOURCE = "shipyard-controller"
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class SlotGranted:
+    """The queue gave this execution its (project, stage, service) slot."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAnswered:
+    """A ``.started``, ``.status.changed`` or ``.finished`` for one of our task events."""
+
+    event_id: str
+    triggered_id: str
+    phase: Phase
+    source: str = ""
+    data: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: send tasks that became due, time out tasks nobody answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    pass
+
+
+Input = SlotGranted | TaskAnswered | Tick | Pause | Resume | Abort
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Publish this event (the application stamps ``time`` and the CloudEvent envelope)."""
+
+    id: str
+    type: str
+    keptn_context: str
+    data: Mapping[str, Any]
+    triggered_id: str = ""
+    gitcommitid: str = ""
+    source: str = SOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """The sequence finished normally: start every sequence whose ``triggeredOn`` fires."""
+
+    execution_id: str
+    stage: str
+    sequence: str
+    result: str
+    last_task: str
+    data: Mapping[str, Any]
+
+
+Command = Emit | Chain
+
+
+class Rejection(enum.StrEnum):
+    UNKNOWN_TASK = "unknown-task"  # no task was triggered with that id (HTTP 404)
+    TASK_ENDED = "task-ended"  # the task or its sequence has already ended (HTTP 409)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    execution: Execution
+    commands: tuple[Command, ...] = ()
+    note: str = ""
+    rejection: Rejection | None = None
+
+
+# ----------------------------------------------------------------------------- start
+
+
+def start(
+    *,
+    trigger_id: str,
+    scope: Scope,
+    sequence: Sequence,
+    data: Mapping[str, Any],
+    now: float,
+    task_started_timeout: float,
+    paused: bool = False,
+    shipyard_version: int = 0,
+    gitcommitid: str = "",
+) -> Execution:
+    """A new execution for a valid trigger; it waits in the queue for its slot."""
+    state = State.PAUSED if paused else State.TRIGGERED
+    return Execution(
+        id=trigger_id,
+        scope=scope,
+        sequence=sequence,
+        input=dict(data),
+        triggered_at=now,
+        task_started_timeout=task_started_timeout,
+        state=state,
+        state_before_pause=State.TRIGGERED if paused else None,
+        shipyard_version=shipyard_version,
+        gitcommitid=gitcommitid,
+    )
+
+
+def reject_trigger(
+    *,
+    trigger_id: str,
+    scope: Scope,
+    sequence_name: str,
+    data: Mapping[str, Any],
+    now: float,
+    message: str,
+) -> Decision:
+    """A trigger that cannot run (unknown stage or sequence, bad shipyard, no tasks).
+
+    Keptn answers with an errored/fail ``.finished`` and never chains. We keep a terminal
+    execution so that the state view shows the context as ``finished`` with the reason.
+    """
+    execution = Execution(
+        id=trigger_id,
+        scope=scope,
+        sequence=Sequence(sequence_name),
+        input=dict(data),
+        triggered_at=now,
+        task_started_timeout=0.0,
+        state=State.FINISHED,
+        status=Status.ERRORED,
+        result=Result.FAIL,
+        message=message,
+        ended_at=now,
+    )
+    finished = _finished_event(execution, Status.ERRORED, Result.FAIL, message, data)
+    return Decision(execution, (finished,))
+
+
+# ---------------------------------------------------------------------------- decide
+
+
+def decide(execution: Execution, event: Input, *, now: float) -> Decision:
+    """What follows from ``event`` for ``execution`` at time ``now``."""
+    if isinstance(event, TaskAnswered):
+        return _on_answer(execution, event, now)
+    if execution.state.terminal:
+        return Decision(execution, note=f"execution already {execution.state}")
+    if isinstance(event, SlotGranted):
+        return _on_slot(execution, now)
+    if isinstance(event, Tick):
+        return _on_tick(execution, now)
+    if isinstance(event, Pause):
+        return _on_pause(execution)
+    if isinstance(event, Resume):
+        return _on_resume(execution, now)
+    return _on_abort(execution, now)
+
+
+def next_wakeup(execution: Execution) -> float | None:
+    """When a :class:`Tick` could change this execution, or None if only events can."""
+    current = execution.current
+    if execution.state.terminal or current is None:
+        return None
+    if current.sent_at is None:
+        return current.due_at if _may_send(execution) else None
+    if not current.answers:
+        return current.sent_at + execution.task_started_timeout
+    return None
+
+
+def _on_slot(execution: Execution, now: float) -> Decision:
+    if not execution.wants_slot:
+        return Decision(execution, note=f"no slot needed in state {execution.state}")
+    granted = execution.evolve(state=State.STARTED, awaiting_slot=False)
+    if execution.state == State.TRIGGERED:
+        return _proceed(granted, now)
+    return _send_if_due(granted, now)
+
+
+def _on_tick(execution: Execution, now: float) -> Decision:
+    current = execution.current
+    if current is None:
+        return Decision(execution, note="no current task")
+    if current.sent_at is None:
+        return _send_if_due(execution, now)
+    deadline = current.sent_at + execution.task_started_timeout
+    if not current.answers and now >= deadline:
+        return _time_out(execution, current, now)
+    return Decision(execution, note="nothing due")
+
+
+def _on_pause(execution: Execution) -> Decision:
+    if execution.state == State.PAUSED:
+        return Decision(execution, note="already paused")
+    paused = execution.evolve(
+        state=State.PAUSED, state_before_pause=execution.state, awaiting_slot=False
+    )
+    return Decision(paused)
+
+
+def _on_resume(execution: Execution, now: float) -> Decision:
+    if execution.state != State.PAUSED:
+        return Decision(execution, note=f"not paused ({execution.state})")
+    before = execution.state_before_pause or State.TRIGGERED
+    # Another sequence may have taken the slot while this one was paused: win it again.
+    resumed = execution.evolve(
+        state=before, state_before_pause=None, awaiting_slot=before == State.STARTED
+    )
+    return _send_if_due(resumed, now)
+
+
+def _on_abort(execution: Execution, now: float) -> Decision:
+    aborted = execution.evolve(
+        state=State.ABORTED,
+        status=Status.ABORTED,
+        result=Result.PASS,
+        message="sequence aborted",
+        ended_at=now,
+        awaiting_slot=False,
+    )
+    event = _finished_event(aborted, Status.ABORTED, Result.PASS, "", _last_data(execution))
+    return Decision(aborted, (event,))
+
+
+def _on_answer(execution: Execution, answer: TaskAnswered, now: float) -> Decision:
+    current = execution.current
+    if current is None or current.triggered_id != answer.triggered_id:
+        if execution.knows_task(answer.triggered_id) or execution.state.terminal:
+            return Decision(
+                execution, note="the task has already ended", rejection=Rejection.TASK_ENDED
+            )
+        return Decision(execution, note="no such task", rejection=Rejection.UNKNOWN_TASK)
+    if execution.state.terminal:
+        return Decision(execution, note="the sequence has ended", rejection=Rejection.TASK_ENDED)
+    if any(seen.event_id == answer.event_id for seen in current.answers):
+        return Decision(execution, note="duplicate answer")
+    if answer.phase not in (Phase.STARTED, Phase.FINISHED):
+        return Decision(execution, note=f"{answer.phase} does not change the task")
+    finished = answer.phase == Phase.FINISHED
+    recorded = Answer(
+        answer.event_id, finished, answer.source, dict(answer.data or {}) if finished else None
+    )
+    task = CurrentTask(
+        current.index,
+        current.name,
+        current.triggered_id,
+        current.due_at,
+        current.sent_at if current.sent_at is not None else now,
+        (*current.answers, recorded),
+    )
+    if not task.complete:
+        return Decision(execution.evolve(current=task))
+    outcome = aggregate(task.name, task.triggered_id, task.answers)
+    done = execution.evolve(current=None, previous=(*execution.previous, outcome))
+    return _proceed(done, now)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _proceed(execution: Execution, now: float) -> Decision:
+    """Trigger the next task, or finish the sequence (Keptn's ``proceed``)."""
+    previous = execution.previous
+    if (previous and previous[-1].stops_sequence) or len(previous) == len(execution.sequence.tasks):
+        return _complete(execution, now)
+    index = len(previous)
+    task = execution.sequence.tasks[index]
+    current = CurrentTask(
+        index, task.name, execution.task_event_id(index), now + task.triggered_after
+    )
+    next_state = State.WAITING_FOR_APPROVAL if task.name == APPROVAL else State.STARTED
+    if execution.state == State.PAUSED:
+        moved = execution.evolve(current=current, state_before_pause=next_state)
+    else:
+        # Leaving an approval for a normal task means winning the slot back first.
+        regain = next_state == State.STARTED and not execution.holds_slot
+        moved = execution.evolve(current=current, state=next_state, awaiting_slot=regain)
+    return _send_if_due(moved, now)
+
+
+def _may_send(execution: Execution) -> bool:
+    if execution.state == State.WAITING_FOR_APPROVAL:
+        return True
+    return execution.holds_slot
+
+
+def _send_if_due(execution: Execution, now: float) -> Decision:
+    current = execution.current
+    if current is None or current.sent_at is not None:
+        return Decision(execution)
+    if not _may_send(execution) or now < current.due_at:
+        return Decision(execution)
+    sent = execution.evolve(
+        current=CurrentTask(
+            current.index, current.name, current.triggered_id, current.due_at, now, current.answers
+        )
+    )
+    event = Emit(
+        id=current.triggered_id,
+        type=eventtypes.task(current.name, Phase.TRIGGERED),
+        keptn_context=execution.scope.keptn_context,
+        data=execution.task_payload(current.index),
+        gitcommitid=execution.gitcommitid,
+    )
+    return Decision(sent, (event,))
+
+
+def _complete(execution: Execution, now: float) -> Decision:
+    last = execution.previous[-1] if execution.previous else None
+    status = last.status if last else Status.SUCCEEDED
+    result = last.result if last else Result.PASS
+    data = last.data if last else execution.input
+    message = str(data.get("message") or "")
+    done = execution.evolve(
+        state=State.FINISHED,
+        status=status,
+        result=result,
+        message=message,
+        ended_at=now,
+        awaiting_slot=False,
+    )
+    commands: list[Emit | Chain] = [_finished_event(done, status, result, message, data)]
+    commands.append(
+        Chain(
+            execution.id,
+            execution.scope.stage,
+            execution.name,
+            result,
+            last.name if last else "",
+            execution.next_payload(),
+        )
+    )
+    return Decision(done, tuple(commands))
+
+
+def _time_out(execution: Execution, current: CurrentTask, now: float) -> Decision:
+    task_type = eventtypes.task(current.name, Phase.TRIGGERED)
+    message = (
+        f"sequence timed out while waiting for task {task_type} to receive a correlating"
+        f" .started or .finished event (no answer within"
+        f" {format_duration(execution.task_started_timeout)})"
+    )
+    timed_out = execution.evolve(
+        state=State.TIMED_OUT,
+        status=Status.ERRORED,
+        result=Result.FAIL,
+        message=message,
+        ended_at=now,
+        awaiting_slot=False,
+    )
+    event = _finished_event(timed_out, Status.ERRORED, Result.FAIL, message, _last_data(execution))
+    return Decision(timed_out, (event,))
+
+
+def _last_data(execution: Execution) -> Mapping[str, Any]:
+    return execution.previous[-1].data if execution.previous else execution.input
+
+
+def _finished_event(
+    execution: Execution, status: str, result: str, message: str, source: Mapping[str, Any]
+) -> Emit:
+    scope = execution.scope
+    data: dict[str, Any] = {
+        "project": scope.project,
+        "stage": scope.stage,
+        "service": scope.service,
+        "status": str(status),
+        "result": str(result),
+        "message": message,
+    }
+    labels = source.get("labels") or execution.input.get("labels")
+    if labels:
+        data["labels"] = labels
+    return Emit(
+        id=derived_id(execution.id, "finished"),
+        type=eventtypes.sequence(scope.stage, execution.name, Phase.FINISHED),
+        keptn_context=scope.keptn_context,
+        data=data,
+        triggered_id=execution.id,
+        gitcommitid=execution.gitcommitid,
+    )
+
+
+def approval_answers(
+    triggered: Emit, *, now_source: str = "approval-service"
+) -> tuple[TaskAnswered, ...]:
+    """The built-in approval service's answers to an ``approval.triggered`` (reference 4.13).
+
+    Always a ``.started``; a ``.finished`` straight away only when the strategy for the
+    incoming result is ``automatic`` (a ``warning`` approved automatically yields ``pass``)
+    or the result is ``fail``. An unset strategy behaves as ``manual``, as in Keptn's code.
+    Otherwise a human answers with ``approval.finished``.
+    """
+    data = triggered.data
+    result = str(data.get("result") or "")
+    if not result:
+        evaluation = data.get("evaluation")
+        if isinstance(evaluation, Mapping):
+            result = str(evaluation.get("result") or "")
+    strategy_map = data.get(APPROVAL)
+    strategies = strategy_map if isinstance(strategy_map, Mapping) else {}
+    strategy = str(strategies.get(result) or "manual") if result in ("pass", "warning") else ""
+    base = {key: data[key] for key in ("project", "stage", "service", "labels") if key in data}
+    started = TaskAnswered(
+        event_id=derived_id(triggered.id, "approval", "started"),
+        triggered_id=triggered.id,
+        phase=Phase.STARTED,
+        source=now_source,
+        data={
+            **base,
+            "status": "succeeded",
+            "message": f"Approval strategy for result '{result}': {strategy or 'none'}",
+        },
+    )
+    if result == Result.FAIL:
+        verdict = Result.FAIL
+    elif strategy == "automatic":
+        verdict = Result.PASS
+    else:
+        return (started,)
+    finished = TaskAnswered(
+        event_id=derived_id(triggered.id, "approval", "finished"),
+        triggered_id=triggered.id,
+        phase=Phase.FINISHED,
+        source=now_source,
+        data={**base, "status": "succeeded", "result": str(verdict)},
+    )
+    return (started, finished)
+
+
+def task_outcome_summary(outcome: TaskOutcome) -> str:
+    return f"{outcome.name}: {outcome.result}/{outcome.status}"

@@ -1,0 +1,66 @@
+"""Configuration: one object, read from flags and ``CONTROLPLANE_*`` environment variables.
+
+Only the entry points (``__main__`` and ``bootstrap``) read it; everything else receives
+plain arguments. Each flag ``--nats-url`` has the variable ``CONTROLPLANE_NATS_URL``; a flag
+given on the command line wins over the variable, which wins over the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from controlplane.domain.durations import parse_duration
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTROLPLANE_", extra="ignore")
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server with JetStream enabled."
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/controlplane",
+        description="PostgreSQL DSN (asyncpg form). Migrations are applied on start.",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    sequences: Path = Field(
+        Path("sequences"),
+        description="Directory of shipyard files (*.yaml); each file's stem is a project.",
+    )
+    api_token: str | None = Field(
+        None, description="When set, every /api call needs the header x-token with it."
+    )
+    task_started_timeout: float = Field(
+        600.0,
+        description="How long a triggered task may go unanswered before its sequence times"
+        " out; a duration such as 10s, 5m or 1h (default 10m).",
+    )
+    stream: str = Field(
+        "keptn", description="JetStream stream over sh.keptn.> (created if missing)."
+    )
+    consumer: str = Field("controlplane", description="Durable JetStream consumer of the engine.")
+    data_dir: Path = Field(
+        Path(".controlplane"),
+        description="Where `controlplane up` keeps the embedded NATS and PostgreSQL data.",
+    )
+    batch_size: int = Field(512, ge=1, description="Most events the engine commits at once.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_format: str = Field("text", description="text (for people) or json (for collectors).")
+
+    @field_validator("task_started_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        return parse_duration(str(value))
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("log format must be text or json")
+        return value

@@ -1,0 +1,261 @@
+"""End-to-end harness: the control plane as a real process, a scripted task service on NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+FINAL_STATES = {"finished", "aborted", "timedOut"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class ControlPlane:
+    """``python -m controlplane serve`` against the test's NATS and PostgreSQL."""
+
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        database_url: str,
+        sequences: Path,
+        workdir: Path,
+        stream: str = "keptn",
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"controlplane-{self.port}.log"
+        self._command = [
+            sys.executable,
+            "-m",
+            "controlplane",
+            "serve",
+            "--nats-url",
+            nats_url,
+            "--database-url",
+            database_url,
+            "--port",
+            str(self.port),
+            "--sequences",
+            str(sequences),
+            "--stream",
+            stream,
+            "--log-level",
+            "debug",
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 20.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self._command, stdout=log, stderr=log, env=env)
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as client:
+
+            async def healthy() -> bool:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise AssertionError(f"control plane exited:\n{self.log.read_text()[-3000:]}")
+                try:
+                    return (await client.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(healthy, timeout=timeout, what="the control plane to be healthy")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10.0)
+
+
+class TaskService:
+    """A task service scripted by the test: sees every task ``.triggered``, answers on NATS."""
+
+    def __init__(self, nats_url: str, name: str = "test-executor") -> None:
+        self._url = nats_url
+        self.name = name
+        self.seen: list[dict[str, Any]] = []
+        self._nc: Client | None = None
+
+    async def __aenter__(self) -> TaskService:
+        self._nc = await nats.connect(self._url)
+        await self._nc.subscribe("sh.keptn.event.*.triggered", cb=self._on_message)
+        await self._nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._nc is not None:
+            await self._nc.drain()
+
+    async def _on_message(self, msg: Msg) -> None:
+        self.seen.append(json.loads(msg.data))
+
+    def triggered(self, task: str, keptn_context: str | None = None) -> list[dict[str, Any]]:
+        wanted = f"sh.keptn.event.{task}.triggered"
+        return [
+            event
+            for event in self.seen
+            if event["type"] == wanted
+            and (keptn_context is None or event["shkeptncontext"] == keptn_context)
+        ]
+
+    async def wait_triggered(
+        self, task: str, keptn_context: str | None = None, *, count: int = 1, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        async def probe() -> list[dict[str, Any]]:
+            found = self.triggered(task, keptn_context)
+            return found if len(found) >= count else []
+
+        found = await eventually(probe, timeout=timeout, what=f"{count} x {task}.triggered")
+        event: dict[str, Any] = found[count - 1]
+        return event
+
+    async def answer(
+        self,
+        triggered: dict[str, Any],
+        phase: str,
+        *,
+        source: str | None = None,
+        **data: Any,
+    ) -> dict[str, Any]:
+        task = triggered["type"].removeprefix("sh.keptn.event.").removesuffix(".triggered")
+        scope = {key: triggered["data"][key] for key in ("project", "stage", "service")}
+        event = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": source or self.name,
+            "type": f"sh.keptn.event.{task}.{phase}",
+            "datacontenttype": "application/json",
+            "shkeptncontext": triggered["shkeptncontext"],
+            "triggeredid": triggered["id"],
+            "data": {**scope, **data},
+        }
+        assert self._nc is not None
+        await self._nc.publish(event["type"], json.dumps(event).encode())
+        await self._nc.flush()
+        return event
+
+    async def complete(
+        self,
+        triggered: dict[str, Any],
+        *,
+        result: str = "pass",
+        status: str = "succeeded",
+        **data: Any,
+    ) -> None:
+        await self.answer(triggered, "started")
+        await self.answer(triggered, "finished", result=result, status=status, **data)
+
+    async def publish_raw(self, subject: str, body: bytes) -> None:
+        assert self._nc is not None
+        await self._nc.publish(subject, body)
+        await self._nc.flush()
+
+
+async def trigger(
+    client: httpx.AsyncClient,
+    project: str,
+    stage: str,
+    sequence: str,
+    service: str = "svc",
+    **data: Any,
+) -> str:
+    response = await client.post(
+        "/api/v1/event",
+        json={
+            "specversion": "1.0",
+            "source": "e2e",
+            "type": f"{stage}.{sequence}.triggered",
+            "data": {"project": project, "stage": stage, "service": service, **data},
+        },
+    )
+    assert response.status_code == 200, response.text
+    context: str = response.json()["keptnContext"]
+    return context
+
+
+async def sequence_state(client: httpx.AsyncClient, project: str, context: str) -> dict[str, Any]:
+    response = await client.get(
+        f"/api/controlPlane/v1/sequence/{project}", params={"keptnContext": context}
+    )
+    assert response.status_code == 200, response.text
+    states = response.json()["states"]
+    return states[0] if states else {}
+
+
+async def wait_state(
+    client: httpx.AsyncClient,
+    project: str,
+    context: str,
+    state: str | set[str],
+    *,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    wanted = {state} if isinstance(state, str) else state
+
+    async def probe() -> dict[str, Any]:
+        current = await sequence_state(client, project, context)
+        return current if current.get("state") in wanted else {}
+
+    result: dict[str, Any] = await eventually(
+        probe, timeout=timeout, what=f"context {context} in state {wanted}"
+    )
+    return result
+
+
+async def events(client: httpx.AsyncClient, context: str, **params: str) -> list[dict[str, Any]]:
+    response = await client.get(
+        "/api/mongodb-datastore/event",
+        params={"keptnContext": context, "pageSize": "100", **params},
+    )
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["events"]
+    return found
