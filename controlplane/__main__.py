@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where NATS and PostgreSQL keep their data (default .controlplane/)",
     )
+    up.add_argument(
+        "--no-examples",
+        action="store_true",
+        help="do not start the example task services (checknumber)",
+    )
     up.set_defaults(role="up")
     _server_parser(
         subparsers, "serve", "run the control plane against external NATS and PostgreSQL", all_flags
@@ -92,11 +98,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"controlplane: invalid {field}: {error['msg']}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
-    runner = {"up": bootstrap.up, "serve": bootstrap.serve, "migrate": bootstrap.migrate}[role]
     try:
-        return asyncio.run(runner(settings))
+        if role == "up":
+            return asyncio.run(bootstrap.up(settings, examples=not args.no_examples))
+        if role == "serve":
+            return asyncio.run(bootstrap.serve(settings))
+        return asyncio.run(bootstrap.migrate(settings))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a start-up failure: say what, not a traceback
+        logging.getLogger("controlplane").debug("startup.failed", exc_info=True)
+        print(f"controlplane {role}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import uvicorn
 
 from controlplane.adapters import files
@@ -51,9 +53,36 @@ async def migrate(settings: Settings) -> int:
     return 0
 
 
+class StartupError(RuntimeError):
+    """The control plane could not reach one of the servers it needs."""
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it appears in a message."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
+async def _connect(settings: Settings) -> tuple[PostgresStore, Any]:
+    try:
+        store = await PostgresStore.connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StartupError(
+            f"cannot reach PostgreSQL at {_redact(settings.database_url)}: {exc}"
+        ) from exc
+    try:
+        nats = await jetstream.connect(settings.nats_url, name="controlplane")
+    except (OSError, ConnectionError) as exc:
+        await store.close()
+        raise StartupError(f"cannot reach NATS at {_redact(settings.nats_url)}: {exc}") from exc
+    return store, nats
+
+
 async def serve(settings: Settings, *, banner: str = "") -> int:
-    store = await PostgresStore.connect(settings.database_url)
-    nats = await jetstream.connect(settings.nats_url, name="controlplane")
+    store, nats = await _connect(settings)
     consumer_task: asyncio.Task[None] | None = None
     engine: Engine | None = None
     try:
@@ -125,19 +154,39 @@ def _forget(engine: Engine, store: PostgresStore):  # type: ignore[no-untyped-de
     return hook
 
 
-async def up(settings: Settings) -> int:
+async def up(settings: Settings, *, examples: bool = True) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    nats_server = EmbeddedNats(data_dir / "nats")
+    nats_server = EmbeddedNats(data_dir / "nats", port=settings.local_nats_port or None)
     postgres = EmbeddedPostgres()
+    stop_examples = asyncio.Event()
+    example_task: asyncio.Task[None] | None = None
     try:
-        nats_url = nats_server.start()
-        database_url = postgres.start(data_dir / "postgres")
+        nats_url = await asyncio.to_thread(nats_server.start)
+        database_url = await asyncio.to_thread(postgres.start, data_dir / "postgres")
         local = settings.model_copy(update={"nats_url": nats_url, "database_url": database_url})
+        if examples:
+            example_task = asyncio.create_task(_run_examples(nats_url, stop_examples))
         return await serve(local, banner=_banner(local))
     finally:
-        postgres.stop()
-        nats_server.stop()
+        stop_examples.set()
+        if example_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(example_task, timeout=10.0)
+        await asyncio.to_thread(postgres.stop)
+        await asyncio.to_thread(nats_server.stop)
+
+
+async def _run_examples(nats_url: str, stop: asyncio.Event) -> None:
+    """Serve the example task services until ``stop``; the SDK is optional for `serve`."""
+    try:
+        from controlplane.examples import checknumber
+    except ImportError:
+        logger.warning("examples.unavailable", extra={"hint": "pip install -e ./task-sdk"})
+        return
+    async with checknumber.app.connect(nats_url):
+        logger.info("examples.started", extra={"tasks": "checknumber"})
+        await stop.wait()
 
 
 def _banner(settings: Settings) -> str:

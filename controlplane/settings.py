@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         Path(".controlplane"),
         description="Where `controlplane up` keeps the embedded NATS and PostgreSQL data.",
     )
+    local_nats_port: int = Field(
+        4222,
+        ge=0,
+        le=65535,
+        description="Port of the NATS server `controlplane up` starts (0 picks a free one).",
+    )
     batch_size: int = Field(512, ge=1, description="Most events the engine commits at once.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_format: str = Field("text", description="text (for people) or json (for collectors).")
