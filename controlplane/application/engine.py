@@ -44,7 +44,13 @@ from controlplane.application.errors import (
     UnknownProject,
     UnknownTask,
 )
-from controlplane.application.ports import EngineStore, Publisher, StoredEvent, UnitOfWork
+from controlplane.application.ports import (
+    EngineStore,
+    Publisher,
+    StoredEvent,
+    UnitOfWork,
+    UnstorableEvent,
+)
 from controlplane.domain import eventtypes, machine, queueing, views
 from controlplane.domain.errors import UnknownSequence
 from controlplane.domain.eventtypes import Phase, SequenceEventType, TaskEventType
@@ -221,14 +227,17 @@ class Engine:
         try:
             if batch.work:
                 await self._store.commit(batch.work)
-        except Exception:
-            logger.exception("engine.commit_failed")
+        except Exception as exc:
             self._published = batch.work.published + self._published
             for event_id in batch.new_ids:
                 self._recent.pop(event_id, None)
+            await self._reload()
+            if isinstance(exc, UnstorableEvent):
+                await self._process_without(items, exc)
+                return
+            logger.exception("engine.commit_failed")
             for item, _answer, _outcome in replies:
                 await self._reply(item, Unavailable("could not store the event; retry"), "retry")
-            await self._reload()
             return
         self._forget_recent_overflow()
         for item, answer, outcome in replies:
@@ -236,6 +245,20 @@ class Engine:
         if batch.to_publish:
             self._publish_queue.extend(batch.to_publish)
             self._publish_wake.set()
+
+    async def _process_without(self, items: list[_Work], exc: UnstorableEvent) -> None:
+        """Refuse the event the store cannot hold and commit the rest of the batch again."""
+        culprit = [item for item in items if item.envelope and item.envelope.id == exc.event_id]
+        if not culprit:  # an emitted event: refuse whatever the batch held, one at a time
+            culprit = items[:1]
+        logger.warning(
+            "engine.event_unstorable", extra={"event_id": exc.event_id, "reason": str(exc)}
+        )
+        for item in culprit:
+            await self._reply(item, InvalidEvent(f"the event cannot be stored: {exc}"), "drop")
+        rest = [item for item in items if item not in culprit]
+        if rest:
+            await self._process(rest)
 
     async def _reload(self) -> None:
         while True:
@@ -348,7 +371,9 @@ class Engine:
         if record is None:
             raise UnknownProject(f"project {project!r} does not exist")
         now = self._clock()
-        stage = envelope.stage or parsed.stage
+        stage = parsed.stage  # the type names the stage; the API also checks data.stage
+        if not envelope.service:
+            raise InvalidEvent("data.service is required and must be a non-empty string")
         scope = Scope(project, stage, envelope.service, envelope.keptn_context)
         self._store_event(envelope, publish=publish, batch=batch)
         shipyard = self._definitions.shipyard(project)

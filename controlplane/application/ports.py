@@ -62,6 +62,18 @@ class ProjectRecord:
     updated_at: float = 0.0
 
 
+class UnstorableEvent(ValueError):
+    """The store cannot hold this event: NUL characters, NaN or infinity, invalid Unicode.
+
+    ``event_id`` names the event (or the execution's trigger) so the engine can refuse that
+    one and commit the rest of its batch.
+    """
+
+    def __init__(self, message: str, *, event_id: str) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
 class ProjectExists(Exception):
     """A project with this name already exists."""
 

@@ -362,8 +362,18 @@ async def test_garbage_on_nats_does_not_stop_the_engine(
                 }
             ).encode(),
         )
+        # PostgreSQL cannot store a NUL character: refused with a reason, nothing half-stored.
+        refused = await client.post("/api/v1/event", json={
+            "specversion": "1.0", "source": "e2e", "type": "dev.single.triggered",
+            "data": {"project": P, "stage": "dev", "service": "svc", "note": "a\u0000b"},
+        })
+        assert refused.status_code == 400, refused.text
+        assert "NUL" in refused.json()["message"]
         context = await trigger(client, P, "dev", "single")
-        await executor.complete(await executor.wait_triggered("work", context))
+        work = await executor.wait_triggered("work", context)
+        await executor.answer(work, "started")
+        await executor.answer(work, "finished", result="pass", status="succeeded", note="x\u0000")
+        await executor.answer(work, "finished", result="pass", status="succeeded")
         await wait_state(client, P, context, "finished")
 
 

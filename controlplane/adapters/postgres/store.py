@@ -169,7 +169,7 @@ DELETE FROM pauses WHERE keptn_context IN (
 """
 
 
-class UnstorableEvent(ValueError):
+class UnstorableEvent(ports.UnstorableEvent):
     """The event or execution holds what PostgreSQL cannot store.
 
     That is a NUL character or a lone surrogate in a string, or NaN or infinity as a number.
@@ -528,19 +528,25 @@ def _epoch(text: str) -> float | None:
         return None
 
 
-def _dump(document: Any, what: str) -> str:
+def _dump(document: Any, what: str, event_id: str) -> str:
     try:
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError as exc:  # NaN or infinity: JSON has no words for them
-        raise UnstorableEvent(f"{what} holds a number JSON cannot express: {exc}") from exc
+        raise UnstorableEvent(
+            f"{what} holds a number JSON cannot express: {exc}", event_id=event_id
+        ) from exc
     # jsonb refuses NUL, and a lone surrogate cannot be sent as UTF-8; fail before the
     # transaction starts, naming the culprit, rather than abort the whole batch obscurely.
     if "\\u0000" in text:
-        raise UnstorableEvent(f"{what} contains a NUL character, which PostgreSQL cannot store")
+        raise UnstorableEvent(
+            f"{what} contains a NUL character, which PostgreSQL cannot store", event_id=event_id
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise UnstorableEvent(f"{what} contains text that is not valid Unicode") from exc
+        raise UnstorableEvent(
+            f"{what} contains text that is not valid Unicode", event_id=event_id
+        ) from exc
     return text
 
 
@@ -562,7 +568,7 @@ def _event_columns(events: Iterable[tuple[Envelope, bool]]) -> list[list[Any]]:
             envelope.project,
             envelope.stage,
             envelope.service,
-            _dump(envelope.to_json(), f"event {envelope.id!r}"),
+            _dump(envelope.to_json(), f"event {envelope.id!r}", envelope.id),
             publish,
         )
         for column, value in zip(columns, row, strict=True):
@@ -595,7 +601,7 @@ def _execution_columns(executions: Iterable[Execution]) -> list[list[Any]]:
             execution.triggered_at,
             execution.ended_at,
             open_task_id(execution),
-            _dump(codec.encode_execution(execution), f"execution {execution.id!r}"),
+            _dump(codec.encode_execution(execution), f"execution {execution.id!r}", execution.id),
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
