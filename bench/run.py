@@ -164,6 +164,15 @@ def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000.0, 3)
 
 
+def per_second(times: Sequence[float], end: float) -> list[int]:
+    """How many of ``times`` fall in each whole second from 0 to ``end``."""
+    counts = [0] * int(end + 1)
+    for t in times:
+        if 0 <= t < len(counts):
+            counts[int(t)] += 1
+    return counts
+
+
 def in_window(times: Sequence[float], start: float, end: float) -> int:
     return sum(1 for t in times if start <= t < end)
 
@@ -243,43 +252,64 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-def machine_busy_ticks() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+def machine_ticks() -> dict[str, int]:
+    """The first line of /proc/stat: ticks spent by all cores in each state."""
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return dict(zip(names, values, strict=True))
+
+
+def all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
 
 class CpuMeter:
-    """CPU seconds of named process groups between ``start()`` and ``stop()``."""
+    """CPU use between ``start()`` and ``stop()``, in % of one core.
+
+    Per named process group, plus ``other_processes`` (every other process alive at both
+    samples: other work on the machine, py-spy, this script), ``kernel_irq`` (interrupt and
+    softirq time, much of it loopback networking) and ``machine_busy``: all cores together,
+    so on 2 cores it goes up to 200. A process that started and ended inside the window is
+    only in ``machine_busy``.
+    """
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self._groups = groups
         self._before: dict[str, dict[int, float]] = {}
         self._wall = 0.0
-        self._machine = (0, 0)
+        self._machine: dict[str, int] = {}
 
     def _sample(self) -> dict[str, dict[int, float]]:
-        return {
+        sample = {
             name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self._groups.items()
         }
+        known = {pid for pids in sample.values() for pid in pids}
+        sample["other_processes"] = {
+            pid: cpu_seconds(pid) for pid in all_pids() if pid not in known and pid != os.getpid()
+        }
+        sample["other_processes"][-1] = cpu_seconds(os.getpid())  # this script
+        return sample
 
     def start(self) -> None:
         self._before = self._sample()
         self._wall = time.monotonic()
-        self._machine = machine_busy_ticks()
+        self._machine = machine_ticks()
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
         wall = time.monotonic() - self._wall
-        busy, total = machine_busy_ticks()
+        ticks = machine_ticks()
+        delta = {key: ticks[key] - self._machine.get(key, 0) for key in ticks}
         result: dict[str, float] = {}
         for name, now in after.items():
             before = self._before.get(name, {})
-            used = sum(now[pid] - before.get(pid, 0.0) for pid in now)
-            result[name] = round(100.0 * used / wall, 1)  # % of one core
-        busy_delta = busy - self._machine[0]
-        total_delta = max(total - self._machine[1], 1)
-        result["machine_busy_pct_of_all_cores"] = round(100.0 * busy_delta / total_delta, 1)
+            used = sum(now[pid] - before[pid] for pid in now if pid in before)
+            result[name] = round(100.0 * used / wall, 1)
+        per_core_second = _TICK * wall / 100.0
+        busy = sum(delta.values()) - delta["idle"] - delta["iowait"]
+        result["kernel_irq"] = round((delta["irq"] + delta["softirq"]) / per_core_second, 1)
+        result["steal"] = round(delta["steal"] / per_core_second, 1)
+        result["machine_busy"] = round(busy / per_core_second, 1)
         return result
 
 
@@ -324,6 +354,7 @@ class Bench:
         self.nc: Any = None
         self._databases = 0
         self._prefixes = 0
+        self.shutdowns: list[dict[str, Any]] = []
 
     # -------------------------------------------------------------- set-up
 
@@ -420,9 +451,16 @@ class Bench:
             await self._await_health(proc, port, log)
             yield proc, f"http://127.0.0.1:{port}", log
         finally:
+            before = log.stat().st_size if log.exists() else 0
             code = await asyncio.to_thread(self.children.stop, proc)
-            if code not in (0, 130):
-                print(f"  note: control plane exited with {code}; log: {log}", file=sys.stderr)
+            problems = log_problems(log, offset=before)
+            self.shutdowns.append({"label": label, "exit_code": code, "log_problems": problems})
+            if code not in (0, 130) or problems:
+                print(
+                    f"  note: control plane exited with {code}, {problems} error/traceback"
+                    f" line(s) while stopping; log: {log}",
+                    file=sys.stderr,
+                )
             admin = await asyncpg.connect(self.postgres.dsn_for("postgres"))
             try:
                 await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -574,6 +612,8 @@ class Bench:
             "backlog_cap_hit": result["open_cap_waits"] > 0,
             "unfinished_at_end": len(result["sent"]) - len(result["finished"]),
             "window_s": [start, end],
+            "completed_each_second": per_second(result["finished"], end),
+            "sent_each_second": per_second(result["sent"], end),
             "cpu_pct_of_one_core": cpu,
             "controlplane_log_problems": errors,
             "breakdown": breakdown,
@@ -733,11 +773,12 @@ def summarize_trace(path: Path, t0: float, start: float, end: float) -> dict[str
     return out
 
 
-def log_problems(log: Path) -> int:
-    """Lines at ERROR/CRITICAL level or tracebacks in a control plane log."""
+def log_problems(log: Path, offset: int = 0) -> int:
+    """Lines at ERROR/CRITICAL level or tracebacks in a control plane log (from ``offset``)."""
     count = 0
-    with contextlib.suppress(OSError), log.open(errors="replace") as lines:
-        for line in lines:
+    with contextlib.suppress(OSError), log.open("rb") as raw:
+        raw.seek(offset)
+        for line in raw.read().decode(errors="replace").splitlines():
             if "Traceback" in line or " ERROR " in line or " CRITICAL " in line:
                 count += 1
     return count
@@ -974,6 +1015,7 @@ async def orchestrate(
                 print(f"  {name}:")
                 for stage, numbers in (phase["breakdown"] or {}).items():
                     print(f"    {stage:<18} {numbers}")
+        report["controlplane_shutdowns"] = bench.shutdowns
         if args.micro:
             report["micro"] = await asyncio.to_thread(run_micro)
         return report
@@ -982,10 +1024,12 @@ async def orchestrate(
 
 
 def _brief(phase: dict[str, Any]) -> str:
+    cpu = phase["cpu_pct_of_one_core"] or {}
     return (
         f"offered {phase['offered_per_s']}/s, completed {phase['completed_per_s']}/s"
         f" (probe {phase['probe_completed_per_s']}/s; POST p50 {phase['post_latency_p50_ms']} ms;"
-        f" control plane CPU {(phase['cpu_pct_of_one_core'] or {}).get('controlplane')}%)"
+        f" CPU %: control plane {cpu.get('controlplane')}, postgres {cpu.get('postgres')},"
+        f" other processes {cpu.get('other_processes')}, machine {cpu.get('machine_busy')}/200)"
     )
 
 

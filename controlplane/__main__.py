@@ -88,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     role = getattr(args, "role", None)
     if role is None:
-        result: int = args.func(args)
+        try:
+            result: int = args.func(args)
+        except BrokenPipeError:  # `controlplane events ... | head`
+            sys.stderr.close()
+            return 0
         return result
     try:
         settings = _settings(args)

@@ -97,6 +97,7 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             publisher=publisher,
             definitions=definitions,
             task_started_timeout=settings.task_started_timeout,
+            readiness_probes=[lambda: bool(nats.is_connected)],
             batch_size=settings.batch_size,
         )
         definitions.set_delete_hook(_forget(engine, store))
@@ -191,7 +192,7 @@ async def _run_examples(nats_url: str, stop: asyncio.Event) -> None:
 
 def _banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
-    token = f" -H 'x-token: {settings.api_token}'" if settings.api_token else ""
+    token = ' -H "x-token: $CONTROLPLANE_API_TOKEN"' if settings.api_token else ""
     return f"""
 controlplane is up
   API        {url}   (OpenAPI docs: {url}/docs)

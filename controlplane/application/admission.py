@@ -58,7 +58,7 @@ def admit(raw: IncomingEvent, *, now: float, new_id: Callable[[], str]) -> Envel
         type=full_type,
         time=format_time(now),
         data=dict(data),
-        keptn_context=keptn_context(_optional_string(attributes, "shkeptncontext")),
+        keptn_context=_context_for(full_type, _optional_string(attributes, "shkeptncontext")),
         triggered_id=_optional_string(attributes, "triggeredid"),
         gitcommitid=_optional_string(attributes, "gitcommitid"),
         keptn_spec_version=_optional_string(attributes, "shkeptnspecversion") or "0.2.4",
@@ -127,6 +127,18 @@ def _optional_string(attributes: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise InvalidEvent(f"the CloudEvent attribute {name!r} must be a string")
     return value
+
+
+def _context_for(full_type: str, value: str) -> str:
+    """An answer without a context gets its task's context from the engine, not a new one."""
+    if not value and full_type.startswith(eventtypes.PREFIX):
+        try:
+            parsed = eventtypes.parse(full_type)
+        except eventtypes.EventTypeError:
+            parsed = None
+        if isinstance(parsed, TaskEventType):
+            return ""
+    return keptn_context(value)
 
 
 def keptn_context(value: str) -> str:

@@ -72,7 +72,9 @@ class Definitions:
             await self._sync_file(file)
 
     async def _sync_file(self, file: ShipyardFile) -> None:
-        error = file.error or self._problem(file.text, file.path)
+        error = (
+            file.error or self._name_problem(file.project) or self._problem(file.text, file.path)
+        )
         current = self._records.get(file.project)
         if current and current.shipyard_yaml == file.text and current.error == error:
             return
@@ -89,6 +91,13 @@ class Definitions:
             logger.info(
                 "definitions.loaded", extra={"project": file.project, "version": stored.version}
             )
+
+    def _name_problem(self, name: str) -> str:
+        try:
+            self._check_name(name)
+        except InvalidEvent as exc:
+            return f"the file name gives the project name: {exc.message}"
+        return ""
 
     def _problem(self, text: str, source: str) -> str:
         try:

@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,7 +97,10 @@ class Engine:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         batch_size: int = 512,
         inbox_size: int = 20_000,
+        readiness_probes: Sequence[Callable[[], bool]] = (),
     ) -> None:
+        self._probes = tuple(readiness_probes)
+        self._store_ok = True
         self._store = store
         self._publisher = publisher
         self._definitions = definitions
@@ -125,7 +128,8 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Started, the last commit worked, and every probe (e.g. NATS connected) agrees."""
+        return self._ready and self._store_ok and all(probe() for probe in self._probes)
 
     async def start(self) -> None:
         await self._load()
@@ -231,14 +235,17 @@ class Engine:
             self._published = batch.work.published + self._published
             for event_id in batch.new_ids:
                 self._recent.pop(event_id, None)
+            if not isinstance(exc, UnstorableEvent):
+                logger.exception("engine.commit_failed")
+                self._store_ok = False  # /health answers 503 until the database is back
             await self._reload()
             if isinstance(exc, UnstorableEvent):
                 await self._process_without(items, exc)
                 return
-            logger.exception("engine.commit_failed")
             for item, _answer, _outcome in replies:
                 await self._reply(item, Unavailable("could not store the event; retry"), "retry")
             return
+        self._store_ok = True
         self._forget_recent_overflow()
         for item, answer, outcome in replies:
             await self._reply(item, answer, outcome)
@@ -264,6 +271,7 @@ class Engine:
         while True:
             try:
                 await self._load()
+                self._store_ok = True
                 return
             except Exception:
                 logger.exception("engine.reload_failed")
@@ -366,6 +374,13 @@ class Engine:
     def _on_trigger(
         self, envelope: Envelope, parsed: SequenceEventType, publish: bool, batch: _Batch
     ) -> str:
+        if not envelope.keptn_context or envelope.keptn_context != admission.keptn_context(
+            envelope.keptn_context
+        ):
+            # Over NATS nobody stamped the event: give it Keptn's context (a derived one when
+            # it has none, so a redelivery maps to the same context).
+            context = envelope.keptn_context or derived_id(envelope.id, "context")
+            envelope = envelope.evolve(keptn_context=admission.keptn_context(context))
         project = envelope.project
         record = self._definitions.record(project)
         if record is None:

@@ -13,6 +13,7 @@ and reads type strings through this one, so the grammar lives in exactly one pla
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 PREFIX = "sh.keptn.event."
@@ -31,6 +32,8 @@ class Phase(enum.StrEnum):
 
 
 _SEQUENCE_PHASES = {Phase.TRIGGERED, Phase.FINISHED}
+# A type is also a NATS subject, so its names may not hold whitespace or NATS wildcards.
+_NAME = re.compile(r"[^\s*>.]+")
 
 
 class EventTypeError(ValueError):
@@ -86,6 +89,12 @@ def parse(raw: str) -> EventType:
     parts = full[len(PREFIX) :].split(".")
     if any(not part for part in parts):
         raise EventTypeError(f"event type {raw!r} has an empty segment")
+    for part in parts:
+        if not _NAME.fullmatch(part):
+            raise EventTypeError(
+                f"event type {raw!r}: {part!r} may not contain whitespace, '*' or '>'"
+                " (event types are NATS subjects)"
+            )
     if len(parts) == 3 and parts[1] == "status" and parts[2] == "changed":
         return TaskEventType(parts[0], Phase.STATUS_CHANGED)
     if len(parts) == 2:

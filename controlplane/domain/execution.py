@@ -103,6 +103,11 @@ class CurrentTask:
     due_at: float
     sent_at: float | None = None  # None while the .triggered is parked (delay, slot, pause)
     answers: tuple[Answer, ...] = ()
+    heard_at: float | None = None  # first event of any kind carrying our triggeredid
+
+    @property
+    def answered(self) -> bool:
+        return bool(self.answers) or self.heard_at is not None
 
     @property
     def started_count(self) -> int:

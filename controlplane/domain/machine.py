@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controlplane.domain import eventtypes
@@ -223,7 +223,7 @@ def next_wakeup(execution: Execution) -> float | None:
         return None
     if current.sent_at is None:
         return current.due_at if _may_send(execution) else None
-    if not current.answers:
+    if not current.answered:
         return current.sent_at + execution.task_started_timeout
     return None
 
@@ -244,7 +244,7 @@ def _on_tick(execution: Execution, now: float) -> Decision:
     if current.sent_at is None:
         return _send_if_due(execution, now)
     deadline = current.sent_at + execution.task_started_timeout
-    if not current.answers and now >= deadline:
+    if not current.answered and now >= deadline:
         return _time_out(execution, current, now)
     return Decision(execution, note="nothing due")
 
@@ -295,18 +295,19 @@ def _on_answer(execution: Execution, answer: TaskAnswered, now: float) -> Decisi
     if any(seen.event_id == answer.event_id for seen in current.answers):
         return Decision(execution, note="duplicate answer")
     if answer.phase not in (Phase.STARTED, Phase.FINISHED):
-        return Decision(execution, note=f"{answer.phase} does not change the task")
+        if current.heard_at is not None:
+            return Decision(execution, note=f"{answer.phase} does not change the task")
+        # Any event carrying the task's id shows somebody took it: no more "nobody answered".
+        return Decision(execution.evolve(current=replace(current, heard_at=now)))
     finished = answer.phase == Phase.FINISHED
     recorded = Answer(
         answer.event_id, finished, answer.source, dict(answer.data or {}) if finished else None
     )
-    task = CurrentTask(
-        current.index,
-        current.name,
-        current.triggered_id,
-        current.due_at,
-        current.sent_at if current.sent_at is not None else now,
-        (*current.answers, recorded),
+    task = replace(
+        current,
+        sent_at=current.sent_at if current.sent_at is not None else now,
+        answers=(*current.answers, recorded),
+        heard_at=current.heard_at if current.heard_at is not None else now,
     )
     if not task.complete:
         return Decision(execution.evolve(current=task))
@@ -350,11 +351,7 @@ def _send_if_due(execution: Execution, now: float) -> Decision:
         return Decision(execution)
     if not _may_send(execution) or now < current.due_at:
         return Decision(execution)
-    sent = execution.evolve(
-        current=CurrentTask(
-            current.index, current.name, current.triggered_id, current.due_at, now, current.answers
-        )
-    )
+    sent = execution.evolve(current=replace(current, sent_at=now))
     event = Emit(
         id=current.triggered_id,
         type=eventtypes.task(current.name, Phase.TRIGGERED),

@@ -336,6 +336,12 @@ def _name(value: object, path: str, what: str, out: _Collector, *, rule: bool = 
         return ""
     if "." in value:
         out.add(path, f"{what} name {value!r} must not contain dots (they separate event types)")
+    elif any(char.isspace() or char in "*>" for char in value):
+        out.add(
+            path,
+            f"{what} name {value!r} must not contain whitespace, '*' or '>'"
+            " (names become NATS subjects)",
+        )
     elif rule and not NAME_RULE.fullmatch(value):
         out.add(
             path,

@@ -218,7 +218,7 @@ async def test_automatic_and_manual_approval(control_plane: ControlPlane, e2e_na
                 "specversion": "1.0",
                 "source": "human",
                 "type": "sh.keptn.event.approval.finished",
-                "shkeptncontext": manual,
+                # no shkeptncontext: the answer takes its task's context
                 "triggeredid": approval["id"],
                 "data": {
                     "project": P,
@@ -231,6 +231,31 @@ async def test_automatic_and_manual_approval(control_plane: ControlPlane, e2e_na
         )
         assert response.status_code == 200, response.text
         await executor.wait_triggered("release", manual)
+        trace = await events(client, manual, type="sh.keptn.event.approval.finished")
+        assert [event["source"] for event in trace] == ["human"]
+
+
+async def test_a_trigger_published_on_nats_runs_and_gets_a_context(
+    control_plane: ControlPlane, e2e_nats: str
+) -> None:
+    async with control_plane.client() as client, TaskService(e2e_nats) as executor:
+        await executor.publish_raw(
+            "sh.keptn.event.dev.single.triggered",
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": "nats-trigger-1",
+                    "source": "nats-client",
+                    "type": "sh.keptn.event.dev.single.triggered",
+                    "data": {"project": P, "stage": "dev", "service": "from-nats"},
+                }
+            ).encode(),
+        )
+        work = await executor.wait_triggered("work")
+        context = work["shkeptncontext"]
+        assert context
+        await executor.complete(work)
+        await wait_state(client, P, context, "finished")
 
 
 async def test_a_sequence_waiting_for_approval_does_not_block_the_next(
@@ -362,11 +387,27 @@ async def test_garbage_on_nats_does_not_stop_the_engine(
                 }
             ).encode(),
         )
+        # A type that cannot be a NATS subject is refused before anything is stored.
+        spaced = await client.post(
+            "/api/v1/event",
+            json={
+                "specversion": "1.0",
+                "source": "e2e",
+                "type": "dev.a b.triggered",
+                "data": {"project": P, "stage": "dev", "service": "svc"},
+            },
+        )
+        assert spaced.status_code == 400, spaced.text
         # PostgreSQL cannot store a NUL character: refused with a reason, nothing half-stored.
-        refused = await client.post("/api/v1/event", json={
-            "specversion": "1.0", "source": "e2e", "type": "dev.single.triggered",
-            "data": {"project": P, "stage": "dev", "service": "svc", "note": "a\u0000b"},
-        })
+        refused = await client.post(
+            "/api/v1/event",
+            json={
+                "specversion": "1.0",
+                "source": "e2e",
+                "type": "dev.single.triggered",
+                "data": {"project": P, "stage": "dev", "service": "svc", "note": "a\u0000b"},
+            },
+        )
         assert refused.status_code == 400, refused.text
         assert "NUL" in refused.json()["message"]
         context = await trigger(client, P, "dev", "single")

@@ -173,6 +173,7 @@ def _encode_current(current: CurrentTask) -> Doc:
         "triggered_id": current.triggered_id,
         "due_at": current.due_at,
         "sent_at": current.sent_at,
+        "heard_at": current.heard_at,
         "answers": [
             {
                 "event_id": answer.event_id,
@@ -197,6 +198,7 @@ def _decode_current(doc: Mapping[str, Any]) -> CurrentTask:
         due_at=float(doc["due_at"]),
         sent_at=_optional_float(doc["sent_at"]),
         answers=answers,
+        heard_at=_optional_float(doc.get("heard_at")),
     )
 
 

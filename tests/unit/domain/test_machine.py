@@ -242,13 +242,19 @@ def test_duplicate_answers_are_no_ops() -> None:
     assert run.execution.state == State.STARTED
 
 
-def test_status_changed_is_accepted_and_ignored() -> None:
+def test_status_changed_only_marks_the_task_as_answered() -> None:
     run = running("t")
     before = run.execution
     decision = run.feed(TaskAnswered("c1", run.current_id, Phase.STATUS_CHANGED, "svc", {}))
-    assert decision.execution == before
     assert decision.commands == ()
     assert decision.rejection is None
+    assert decision.execution.current is not None
+    assert decision.execution.current.answers == ()
+    assert decision.execution.current.heard_at is not None
+    # Keptn's rule: any event carrying the task's id means somebody answered, so the
+    # "nobody answered" timeout no longer applies (reference 4.10).
+    assert machine.next_wakeup(before) is not None
+    assert machine.next_wakeup(decision.execution) is None
 
 
 def test_answers_to_an_ended_task_are_rejected() -> None:
@@ -364,11 +370,11 @@ def test_any_answer_stops_the_timeout(phase: str) -> None:
     assert run.execution.state == State.STARTED
 
 
-def test_status_changed_alone_does_not_stop_the_timeout() -> None:
-    # Only .started/.finished are recorded as answers by the machine.
+def test_status_changed_alone_stops_the_timeout() -> None:
+    # Keptn timed out only if NOTHING carrying the task's id arrived (reference 4.10).
     run = running("t")
     run.feed(TaskAnswered("c", run.current_id, Phase.STATUS_CHANGED, "svc", {}))
-    assert run.tick(TIMEOUT).execution.state == State.TIMED_OUT
+    assert run.tick(TIMEOUT).execution.state == State.STARTED
 
 
 # ---------------------------------------------------------------------- approval
