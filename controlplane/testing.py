@@ -146,6 +146,17 @@ class InMemoryQueryStore:
         found = [group for group in groups.values() if not name or group[0].name == name]
         return sorted(found, key=lambda group: group[0].triggered_at, reverse=True)
 
+    async def context_page(
+        self, project: str, *, name: str, limit: int | None, offset: int
+    ) -> tuple[list[list[Execution]], int]:
+        groups = await self.contexts(project, keptn_contexts=(), name=name)
+        end = None if limit is None else offset + limit
+        return groups[offset:end], len(groups)
+
+    async def live_executions(self, project: str) -> list[Execution]:
+        groups = await self.contexts(project, keptn_contexts=(), name="")
+        return [e for group in groups for e in group if not e.state.terminal]
+
     async def pauses(self, keptn_contexts: Sequence[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}
         for context, stage in self.paused:

@@ -136,6 +136,16 @@ class QueryStore(Protocol):
         """Executions grouped by keptnContext, newest context first, oldest stage first."""
         ...
 
+    async def context_page(
+        self, project: str, *, name: str, limit: int | None, offset: int
+    ) -> tuple[list[list[Execution]], int]:
+        """One page of :meth:`contexts` (newest first) and how many contexts match in all."""
+        ...
+
+    async def live_executions(self, project: str) -> list[Execution]:
+        """The project's executions that have not ended (few, next to the finished ones)."""
+        ...
+
     async def pauses(self, keptn_contexts: Sequence[str]) -> dict[str, set[str]]: ...
 
     async def events(self, where: EventFilter, *, limit: int, offset: int) -> Page: ...

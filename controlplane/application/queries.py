@@ -56,12 +56,22 @@ class Queries:
             raise Rejected(f"state must be one of {', '.join(SEQUENCE_STATES)}; got {state!r}")
         after = _time_bound("fromTime", from_time)
         before = _time_bound("beforeTime", before_time)
+        if not (keptn_contexts or state or after is not None or before is not None):
+            # The common listing: let the database choose the page.
+            groups, total = await self._store.context_page(
+                project, name=name, limit=page_size or None, offset=offset
+            )
+            states = await self._states(project, groups, filtered=True)
+            following = offset + len(states)
+            return {
+                "states": states,
+                "nextPageKey": following if following < total else 0,
+                "totalCount": total,
+            }
         groups = await self._store.contexts(project, keptn_contexts=keptn_contexts, name=name)
         groups = [group for group in groups if group and _within(group, after, before)]
         filtered = bool(keptn_contexts or name or after is not None or before is not None)
-        blocked = await self._blocked(project, groups, filtered=filtered)
-        pauses = await self._store.pauses([group[0].scope.keptn_context for group in groups])
-        states = [_sequence_state(project, group, pauses, blocked) for group in groups]
+        states = await self._states(project, groups, filtered=filtered)
         if state:
             states = [entry for entry in states if entry["state"] == state]
         page = states[offset : offset + page_size] if page_size else states[offset:]
@@ -71,6 +81,13 @@ class Queries:
             "nextPageKey": following if following < len(states) else 0,
             "totalCount": len(states),
         }
+
+    async def _states(
+        self, project: str, groups: list[list[Execution]], *, filtered: bool
+    ) -> list[dict[str, Any]]:
+        blocked = await self._blocked(project, groups, filtered=filtered)
+        pauses = await self._store.pauses([group[0].scope.keptn_context for group in groups])
+        return [_sequence_state(project, group, pauses, blocked) for group in groups]
 
     async def _blocked(
         self, project: str, groups: list[list[Execution]], *, filtered: bool
@@ -85,8 +102,7 @@ class Queries:
             return set()
         pool: Iterable[Execution] = (execution for group in groups for execution in group)
         if filtered:
-            everything = await self._store.contexts(project, keptn_contexts=(), name="")
-            pool = (execution for group in everything for execution in group)
+            pool = await self._store.live_executions(project)
         live: dict[tuple[str, str, str], list[Execution]] = defaultdict(list)
         for execution in pool:
             if not execution.state.terminal:

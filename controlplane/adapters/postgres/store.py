@@ -124,6 +124,35 @@ WHERE $3::text = '' OR first_name = $3::text
 ORDER BY first_at DESC, keptn_context DESC, triggered_at, id
 """
 
+_CONTEXT_PAGE = """
+WITH firsts AS (
+    SELECT keptn_context, min(triggered_at) AS first_at,
+           (array_agg(name ORDER BY triggered_at, id))[1] AS first_name
+    FROM executions WHERE project = $1
+    GROUP BY keptn_context
+), matching AS (
+    SELECT keptn_context, first_at FROM firsts WHERE $2::text = '' OR first_name = $2::text
+), chosen AS (
+    SELECT keptn_context, first_at FROM matching
+    ORDER BY first_at DESC, keptn_context DESC
+    LIMIT $3 OFFSET $4
+)
+SELECT x.doc::text AS doc, x.keptn_context, (SELECT count(*) FROM matching) AS total
+FROM chosen AS c JOIN executions AS x ON x.project = $1 AND x.keptn_context = c.keptn_context
+ORDER BY c.first_at DESC, c.keptn_context DESC, x.triggered_at, x.id
+"""
+
+_CONTEXT_COUNT = """
+SELECT count(*) FROM (
+    SELECT (array_agg(name ORDER BY triggered_at, id))[1] AS first_name
+    FROM executions WHERE project = $1 GROUP BY keptn_context
+) AS firsts WHERE $2::text = '' OR first_name = $2::text
+"""
+
+_PROJECT_LIVE = f"""
+SELECT doc::text AS doc FROM executions WHERE project = $1 AND {_LIVE} ORDER BY triggered_at, id
+"""
+
 _OPEN_TRIGGERED = f"""
 SELECT e.body::text AS body, count(*) OVER () AS total
 FROM executions AS x JOIN events AS e ON e.id = x.open_task_id
@@ -337,6 +366,27 @@ class PostgresStore:
                 previous = row["keptn_context"]
             groups[-1].append(codec.decode_execution(json.loads(row["doc"])))
         return groups
+
+    async def context_page(
+        self, project: str, *, name: str, limit: int | None, offset: int
+    ) -> tuple[list[list[Execution]], int]:
+        """A page of contexts chosen in SQL, so a long history is never read whole."""
+        rows = await self._pool.fetch(_CONTEXT_PAGE, project, name, limit, offset)
+        if not rows:  # past the end (or nothing at all): the count still matters for paging
+            total = await self._pool.fetchval(_CONTEXT_COUNT, project, name)
+            return [], int(total or 0)
+        groups: list[list[Execution]] = []
+        previous: str | None = None
+        for row in rows:
+            if row["keptn_context"] != previous:
+                groups.append([])
+                previous = row["keptn_context"]
+            groups[-1].append(codec.decode_execution(json.loads(row["doc"])))
+        return groups, int(rows[0]["total"])
+
+    async def live_executions(self, project: str) -> list[Execution]:
+        rows = await self._pool.fetch(_PROJECT_LIVE, project)
+        return [codec.decode_execution(json.loads(row["doc"])) for row in rows]
 
     async def pauses(self, keptn_contexts: Sequence[str]) -> dict[str, set[str]]:
         """The paused stages of these contexts (``""`` = the whole context).

@@ -73,6 +73,25 @@ async def test_contexts_filters(contexts_store: PostgresStore) -> None:
     ]
 
 
+async def test_context_page_is_chosen_in_the_database(contexts_store: PostgresStore) -> None:
+    async def page(**kwargs: Any) -> tuple[list[list[str]], int]:
+        kwargs.setdefault("name", "")
+        groups, total = await contexts_store.context_page("sockshop", **kwargs)
+        return [[run.id for run in group] for group in groups], total
+
+    assert await page(limit=None, offset=0) == ([["b1"], ["a1", "a2"], ["c1", "c0"]], 3)
+    assert await page(limit=1, offset=1) == ([["a1", "a2"]], 3)
+    assert await page(limit=2, offset=5) == ([], 3)
+    assert await page(name="delivery", limit=1, offset=0) == ([["a1", "a2"]], 2)
+    assert await page(name="rollback", limit=5, offset=0) == ([], 0)
+
+
+async def test_live_executions_of_a_project(contexts_store: PostgresStore) -> None:
+    live = await contexts_store.live_executions("sockshop")
+    assert sorted(run.id for run in live) == ["a2", "b1", "c0", "c1"]
+    assert await contexts_store.live_executions("nobody") == []
+
+
 async def test_pauses_of_contexts(pg_store: PostgresStore) -> None:
     await pg_store.commit(
         UnitOfWork(pauses_added=[("ctx-a", ""), ("ctx-a", "dev"), ("ctx-b", "prod"), ("z", "")])
