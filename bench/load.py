@@ -29,6 +29,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,12 +261,11 @@ class Load:
         a = self.args
         nc = await nats.connect(a.nats_url, name="bench-load", max_reconnect_attempts=3)
         try:
-            limits = {"pending_msgs_limit": 1_000_000, "pending_bytes_limit": 0}
-            await nc.subscribe(SEQUENCE_FINISHED, cb=self.on_sequence_finished, **limits)
+            await _subscribe(nc, SEQUENCE_FINISHED, self.on_sequence_finished)
             if a.latency or a.count_task:
-                await nc.subscribe(TASK_TRIGGERED, cb=self.on_task_triggered, **limits)
+                await _subscribe(nc, TASK_TRIGGERED, self.on_task_triggered)
             if a.latency:
-                await nc.subscribe(TASK_FINISHED, cb=self.on_task_finished, **limits)
+                await _subscribe(nc, TASK_FINISHED, self.on_task_finished)
             await nc.flush()
             tickets: asyncio.Queue[int | None] = asyncio.Queue(maxsize=a.concurrency)
             self.rec.t0 = time.monotonic()
@@ -316,6 +316,11 @@ class Load:
             "schedule_lag_max": rec.schedule_lag_max,
             "open_cap_waits": rec.open_cap_waits,
         }
+
+
+async def _subscribe(nc: Any, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+    # No pending limits: a slow observer must show up as latency, not as dropped messages.
+    await nc.subscribe(subject, cb=cb, pending_msgs_limit=1_000_000, pending_bytes_limit=0)
 
 
 def _context(body: bytes) -> str | None:
