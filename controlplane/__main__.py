@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -83,6 +83,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def _run(main_coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop (part of uvicorn[standard]) when it is there: it is markedly faster."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(main_coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main_coroutine)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -104,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         if role == "up":
-            return asyncio.run(bootstrap.up(settings, examples=not args.no_examples))
+            return _run(bootstrap.up(settings, examples=not args.no_examples))
         if role == "serve":
-            return asyncio.run(bootstrap.serve(settings))
-        return asyncio.run(bootstrap.migrate(settings))
+            return _run(bootstrap.serve(settings))
+        return _run(bootstrap.migrate(settings))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a start-up failure: say what, not a traceback

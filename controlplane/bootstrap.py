@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from controlplane.adapters.postgres.migrate import migrate as apply_migrations
 from controlplane.adapters.postgres.store import PostgresStore
 from controlplane.application.definitions import Definitions, ShipyardFile
 from controlplane.application.engine import Engine
+from controlplane.application.envelope import Envelope
 from controlplane.application.queries import Queries
 from controlplane.settings import Settings
 
@@ -107,7 +110,7 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
         )
         await consumer.ensure()
         await engine.start()
-        consumer_task = asyncio.create_task(consumer.run(engine.receive), name="consumer")
+        consumer_task = asyncio.create_task(consumer.run(_deliver_to(engine)), name="consumer")
         app = create_app(
             engine=engine,
             definitions=definitions,
@@ -122,7 +125,7 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             lifespan="off",
             access_log=False,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         if banner:
             asyncio.get_running_loop().call_later(0.5, _print_when_started, server, banner)
         await server.serve()
@@ -140,11 +143,39 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
     return 0
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising the stop signal once it has stopped serving.
+
+    uvicorn re-raises SIGINT/SIGTERM after a graceful stop, which would end the process
+    before the consumer, the engine and the embedded servers are shut down in order.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _print_when_started(server: uvicorn.Server, banner: str) -> None:
     if server.started:
         print(banner, flush=True)
     else:
         asyncio.get_running_loop().call_later(0.2, _print_when_started, server, banner)
+
+
+def _deliver_to(engine: Engine) -> jetstream.Handler:
+    async def deliver(envelope: Envelope, ack: jetstream.Ack) -> None:
+        first_seen_at = ack.stored_at if ack.attempt <= 1 and ack.stored_at else None
+        await engine.receive(envelope, ack, first_seen_at=first_seen_at)
+
+    return deliver
 
 
 def _forget(engine: Engine, store: PostgresStore):  # type: ignore[no-untyped-def]

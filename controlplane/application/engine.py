@@ -72,6 +72,9 @@ class _Work:
     control: tuple[str, str, str, str] | None = None  # project, context, action, stage
     due: list[str] | None = None  # execution ids whose timer fired
     forget: str | None = None  # project whose executions are deleted
+    # Whether the event store must be asked if this event was seen before: not needed for
+    # a first delivery of a message stored after the engine started (it would be in memory).
+    verify: bool = True
 
 
 @dataclass(slots=True)
@@ -100,6 +103,7 @@ class Engine:
         readiness_probes: Sequence[Callable[[], bool]] = (),
     ) -> None:
         self._probes = tuple(readiness_probes)
+        self._started_at = float("inf")
         self._store_ok = True
         self._store = store
         self._publisher = publisher
@@ -132,6 +136,7 @@ class Engine:
         return self._ready and self._store_ok and all(probe() for probe in self._probes)
 
     async def start(self) -> None:
+        self._started_at = self._clock()
         await self._load()
         for envelope in await self._store.unpublished(limit=1_000_000):
             self._publish_queue.append(envelope)
@@ -174,12 +179,23 @@ class Engine:
             raise Unavailable("the control plane is starting; try again shortly")
         envelope = admission.admit(raw, now=self._clock(), new_id=self._new_id)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._inbox.put(_Work(envelope=envelope, from_api=True, future=future))
+        client_id = bool(raw.attributes.get("id"))
+        await self._inbox.put(
+            _Work(envelope=envelope, from_api=True, future=future, verify=client_id)
+        )
         return await future
 
-    async def receive(self, envelope: Envelope, ack: AckCallback) -> None:
-        """Take an event from the bus; ``ack`` is called after the commit with the outcome."""
-        await self._inbox.put(_Work(envelope=envelope, ack=ack))
+    async def receive(
+        self, envelope: Envelope, ack: AckCallback, *, first_seen_at: float | None = None
+    ) -> None:
+        """Take an event from the bus; ``ack`` is called after the commit with the outcome.
+
+        ``first_seen_at``: when the bus first stored the message, if this is its first
+        delivery. A message first stored after this engine started cannot be a repeat of
+        one it has forgotten, which saves a database round trip per event.
+        """
+        fresh = first_seen_at is not None and first_seen_at >= self._started_at
+        await self._inbox.put(_Work(envelope=envelope, ack=ack, verify=not fresh))
 
     async def control(self, project: str, keptn_context: str, action: str, stage: str = "") -> None:
         if action not in ("pause", "resume", "abort"):
@@ -295,7 +311,7 @@ class Engine:
             envelope = item.envelope
             if envelope is None:
                 continue
-            if envelope.id not in self._recent:
+            if envelope.id not in self._recent and (item.verify or _is_trigger(envelope)):
                 wanted.add(envelope.id)
             if envelope.triggered_id and envelope.triggered_id not in self._task_index:
                 wanted.add(envelope.triggered_id)
@@ -746,3 +762,8 @@ class Engine:
                 self._published.extend(envelope.id for envelope in chunk)
                 if self._inbox.empty():
                     await self._inbox.put(_Work(due=[]))
+
+
+def _is_trigger(envelope: Envelope) -> bool:
+    """Sequence triggers are always checked: a forgotten repeat would restart a sequence."""
+    return envelope.type.endswith(".triggered") and envelope.type.count(".") == 5

@@ -13,6 +13,7 @@ and reads type strings through this one, so the grammar lives in exactly one pla
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ def normalize(raw: str) -> str:
     return PREFIX + raw
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(raw: str) -> EventType:
     """Parse a full or short event type into a sequence or task event type.
 
@@ -121,6 +123,7 @@ def _phase(word: str, raw: str) -> Phase:
         raise EventTypeError(f"event type {raw!r} ends in unknown phase {word!r}") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def task(name: str, phase: Phase) -> str:
     return str(TaskEventType(name, phase))
 

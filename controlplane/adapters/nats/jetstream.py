@@ -429,6 +429,14 @@ class JetStreamPublisher:
 # --------------------------------------------------------------------------- consumer
 
 
+def _stored_at(msg: Msg) -> float:
+    try:
+        stamp = msg.metadata.timestamp
+    except (nats.errors.Error, ValueError, AttributeError, IndexError):
+        return 0.0
+    return stamp.timestamp() if stamp is not None else 0.0
+
+
 class Outcome(enum.StrEnum):
     """How the engine settles a delivered event."""
 
@@ -446,7 +454,7 @@ class Ack:
     logged, not raised: an unsettled message is redelivered after the ack wait anyway.
     """
 
-    __slots__ = ("_attempt", "_msg", "_retry_delay", "event_id", "subject")
+    __slots__ = ("_attempt", "_msg", "_retry_delay", "event_id", "stored_at", "subject")
 
     def __init__(self, msg: Msg, event_id: str, *, retry_delay: float = 1.0) -> None:
         self._msg: Msg | None = msg
@@ -454,6 +462,8 @@ class Ack:
         self._retry_delay = retry_delay
         self.event_id = event_id
         self.subject = msg.subject
+        #: When the stream stored the message (epoch seconds; 0.0 if the broker did not say).
+        self.stored_at = _stored_at(msg)
 
     @property
     def settled(self) -> bool:

@@ -23,7 +23,6 @@ CREATE TABLE events (
     stage           text             NOT NULL DEFAULT '',
     service         text             NOT NULL DEFAULT '',
     body            jsonb            NOT NULL,
-    publish_pending boolean          NOT NULL DEFAULT false,
     stored_at       timestamptz      NOT NULL DEFAULT now(),
     CONSTRAINT events_pkey PRIMARY KEY (id)
 );
@@ -35,8 +34,15 @@ CREATE INDEX events_project_seq_idx ON events (project, seq);
 CREATE INDEX events_type_seq_idx ON events (type, seq);
 -- Answers and invalidations name the event they refer to.
 CREATE INDEX events_triggered_id_idx ON events (triggered_id) WHERE triggered_id <> '';
--- The outbox: small, because the relay clears the flag soon after the commit.
-CREATE INDEX events_outbox_idx ON events (seq) WHERE publish_pending;
+
+-- The transactional outbox: ids of stored events still to be published on NATS. Rows are
+-- inserted in the same transaction as the event and deleted once JetStream acknowledged
+-- them, so the events table stays insert-only (no row rewrite, no extra WAL per event).
+CREATE TABLE outbox (
+    seq bigserial NOT NULL,
+    id  text      NOT NULL,
+    CONSTRAINT outbox_pkey PRIMARY KEY (id)
+);
 
 CREATE TABLE executions (
     id            text             NOT NULL,

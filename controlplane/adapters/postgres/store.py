@@ -9,10 +9,13 @@ writes a whole :class:`~controlplane.application.ports.UnitOfWork` in one transa
 most one statement per table, each taking its rows as arrays (``INSERT ... SELECT FROM
 unnest(...)``), so the cost grows with the bytes written, not with round trips.
 
-The ``events`` table is also the transactional outbox: an event to publish is stored with
-``publish_pending`` in the same transaction as the state change that produced it, and stays
-flagged until a later unit of work lists it in ``published``. The relay therefore publishes
-at least once, and consumers de-duplicate by event id.
+The ``outbox`` table is the transactional outbox: an event to publish gets a row there in the
+same transaction as the state change that produced it, and keeps it until a later unit of
+work lists it in ``published``. The relay therefore publishes at least once, and consumers
+de-duplicate by event id. The ``events`` table itself is insert-only.
+
+The engine's commits go through one connection of their own, held for the store's life: a
+pooled connection would be reset (four statements) on every release.
 
 Documents are passed to PostgreSQL as text and cast there, and read back as text, so that the
 store does not depend on how the pool it was given configured its jsonb codecs.
@@ -20,6 +23,7 @@ store does not depend on how the pool it was given configured its jsonb codecs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,17 +55,24 @@ _PATH_COLUMNS = {
 }
 
 _INSERT_EVENTS = """
-INSERT INTO events (id, source, type, time, time_epoch, keptn_context, triggered_id,
-                    project, stage, service, body, publish_pending)
-SELECT u.id, u.source, u.type, u.time, u.time_epoch, u.keptn_context, u.triggered_id,
-       u.project, u.stage, u.service, u.body::jsonb, u.publish_pending
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[])
-     WITH ORDINALITY
-     AS u(id, source, type, time, time_epoch, keptn_context, triggered_id,
-          project, stage, service, body, publish_pending, n)
-ORDER BY u.n
-ON CONFLICT (id) DO NOTHING
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bool[])
+         WITH ORDINALITY
+         AS u(id, source, type, time, time_epoch, keptn_context, triggered_id,
+              project, stage, service, body, publish, n)
+), stored AS (
+    INSERT INTO events (id, source, type, time, time_epoch, keptn_context, triggered_id,
+                        project, stage, service, body)
+    SELECT u.id, u.source, u.type, u.time, u.time_epoch, u.keptn_context, u.triggered_id,
+           u.project, u.stage, u.service, u.body::jsonb
+    FROM u ORDER BY u.n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO outbox (id)
+SELECT u.id FROM u JOIN stored ON stored.id = u.id WHERE u.publish ORDER BY u.n
 """
 
 _UPSERT_EXECUTIONS = """
@@ -89,8 +100,7 @@ WHERE executions.doc IS DISTINCT FROM EXCLUDED.doc
 """
 
 _MARK_PUBLISHED = """
-UPDATE events SET publish_pending = false
-WHERE id = ANY($1::text[]) AND publish_pending
+DELETE FROM outbox WHERE id = ANY($1::text[])
 """
 
 _REMOVE_PAUSES = """
@@ -215,6 +225,8 @@ class PostgresStore:
     def __init__(self, pool: asyncpg.Pool[Any], *, owns_pool: bool = False) -> None:
         self._pool = pool
         self._owns_pool = owns_pool
+        self._writer: Any = None
+        self._writer_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
@@ -222,6 +234,8 @@ class PostgresStore:
         return cls(pool, owns_pool=True)
 
     async def close(self) -> None:
+        async with self._writer_lock:
+            await self._drop_writer()
         if self._owns_pool:
             await self._pool.close()
 
@@ -272,7 +286,31 @@ class PostgresStore:
             return
         events = _event_columns(work.events) if work.events else None
         executions = _execution_columns(work.executions.values()) if work.executions else None
-        async with self._pool.acquire() as connection, connection.transaction():
+        async with self._writer_lock:
+            if self._writer is None or self._writer.is_closed():
+                self._writer = await self._pool.acquire()
+            try:
+                await self._write(self._writer, work, events, executions)
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                await self._drop_writer()
+                raise
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                await self._pool.release(writer)
+            except Exception:  # a broken connection: the pool discards it
+                writer.terminate()
+
+    async def _write(
+        self,
+        connection: Any,
+        work: ports.UnitOfWork,
+        events: list[list[Any]] | None,
+        executions: list[list[Any]] | None,
+    ) -> None:
+        async with connection.transaction():
             if events is not None:
                 await connection.execute(_INSERT_EVENTS, *events)
             if executions is not None:
@@ -288,7 +326,8 @@ class PostgresStore:
 
     async def unpublished(self, limit: int) -> list[Envelope]:
         rows = await self._pool.fetch(
-            "SELECT body::text AS body FROM events WHERE publish_pending ORDER BY seq LIMIT $1",
+            "SELECT e.body::text AS body FROM outbox AS o JOIN events AS e ON e.id = o.id"
+            " ORDER BY o.seq LIMIT $1",
             limit,
         )
         return [Envelope.from_json(json.loads(row["body"])) for row in rows]

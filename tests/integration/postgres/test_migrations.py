@@ -139,7 +139,9 @@ async def test_catalog_comparison_notices_a_difference(
 ) -> None:
     connection = await asyncpg.connect(empty_database_url)
     try:
-        await connection.execute(schema_sql().replace("events_outbox_idx", "events_outbox_ix"))
+        await connection.execute(
+            schema_sql().replace("events_triggered_id_idx", "events_triggered_id_ix")
+        )
     finally:
         await connection.close()
     assert (await catalog(database_url))["indexes"] != (await catalog(empty_database_url))[

@@ -63,7 +63,7 @@ async def test_events_are_stored_as_their_cloudevent_json(pg_store: PostgresStor
     assert (row["keptn_context"], row["triggered_id"]) == ("ctx-1", "t-0")
     assert (row["project"], row["stage"], row["service"]) == ("sockshop", "dev", "carts")
     assert row["time_epoch"] == pytest.approx(samples.BASE_TIME)
-    assert row["publish_pending"] is False
+    assert await pg_store.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 async def test_executions_are_updated_in_place(pg_store: PostgresStore) -> None:
