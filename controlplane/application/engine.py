@@ -262,12 +262,14 @@ class Engine:
                 await self._reply(item, Unavailable("could not store the event; retry"), "retry")
             return
         self._store_ok = True
-        self._forget_recent_overflow()
-        for item, answer, outcome in replies:
-            await self._reply(item, answer, outcome)
+        # Hand the emitted events to the publisher first: the next task's hand-off should not
+        # wait for this batch's acknowledgements.
         if batch.to_publish:
             self._publish_queue.extend(batch.to_publish)
             self._publish_wake.set()
+        self._forget_recent_overflow()
+        for item, answer, outcome in replies:
+            await self._reply(item, answer, outcome)
 
     async def _process_without(self, items: list[_Work], exc: UnstorableEvent) -> None:
         """Refuse the event the store cannot hold and commit the rest of the batch again."""
@@ -311,7 +313,8 @@ class Engine:
             envelope = item.envelope
             if envelope is None:
                 continue
-            if envelope.id not in self._recent and (item.verify or _is_trigger(envelope)):
+            must_check = item.verify or (not item.from_api and _is_trigger(envelope))
+            if envelope.id not in self._recent and must_check:
                 wanted.add(envelope.id)
             if envelope.triggered_id and envelope.triggered_id not in self._task_index:
                 wanted.add(envelope.triggered_id)

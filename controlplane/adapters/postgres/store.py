@@ -99,6 +99,65 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE executions.doc IS DISTINCT FROM EXCLUDED.doc
 """
 
+# The common unit of work (no pause changes) as ONE statement: no BEGIN/COMMIT round trips,
+# one parse, one fsync. Data-modifying CTEs all run exactly once, in one implicit transaction.
+_COMMIT_ONE = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bool[])
+         WITH ORDINALITY
+         AS u(id, source, type, time, time_epoch, keptn_context, triggered_id,
+              project, stage, service, body, publish, n)
+), stored AS (
+    INSERT INTO events (id, source, type, time, time_epoch, keptn_context, triggered_id,
+                        project, stage, service, body)
+    SELECT u.id, u.source, u.type, u.time, u.time_epoch, u.keptn_context, u.triggered_id,
+           u.project, u.stage, u.service, u.body::jsonb
+    FROM u ORDER BY u.n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), queued AS (
+    INSERT INTO outbox (id)
+    SELECT u.id FROM u JOIN stored ON stored.id = u.id
+    WHERE u.publish AND u.id <> ALL($24::text[])  -- already published: nothing to queue
+    ORDER BY u.n
+    RETURNING 1
+), saved AS (
+INSERT INTO executions (id, project, stage, service, keptn_context, name, state,
+                        triggered_at, ended_at, open_task_id, doc)
+SELECT u.id, u.project, u.stage, u.service, u.keptn_context, u.name, u.state,
+       u.triggered_at, u.ended_at, u.open_task_id, u.doc::jsonb
+FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+            $19::text[], $20::float8[], $21::float8[], $22::text[], $23::text[])
+     AS u(id, project, stage, service, keptn_context, name, state,
+          triggered_at, ended_at, open_task_id, doc)
+ON CONFLICT (id) DO UPDATE SET
+    project = EXCLUDED.project,
+    stage = EXCLUDED.stage,
+    service = EXCLUDED.service,
+    keptn_context = EXCLUDED.keptn_context,
+    name = EXCLUDED.name,
+    state = EXCLUDED.state,
+    triggered_at = EXCLUDED.triggered_at,
+    ended_at = EXCLUDED.ended_at,
+    open_task_id = EXCLUDED.open_task_id,
+    doc = EXCLUDED.doc,
+    updated_at = now()
+WHERE executions.doc IS DISTINCT FROM EXCLUDED.doc
+    RETURNING 1
+), sent AS (
+    DELETE FROM outbox WHERE id = ANY($24::text[]) RETURNING 1
+)
+SELECT (SELECT count(*) FROM queued) + (SELECT count(*) FROM saved)
+       + (SELECT count(*) FROM sent)
+"""
+
+
+_FIND_EVENTS = """
+SELECT id, source, type, keptn_context FROM events WHERE id = ANY($1::text[])
+"""
+
 _MARK_PUBLISHED = """
 DELETE FROM outbox WHERE id = ANY($1::text[])
 """
@@ -258,10 +317,15 @@ class PostgresStore:
     async def find_events(self, ids: Sequence[str]) -> dict[str, ports.StoredEvent]:
         if not ids:
             return {}
-        rows = await self._pool.fetch(
-            "SELECT id, source, type, keptn_context FROM events WHERE id = ANY($1::text[])",
-            list(ids),
-        )
+        # The engine asks right before it commits: use its own connection, not the pool.
+        async with self._writer_lock:
+            if self._writer is None or self._writer.is_closed():
+                self._writer = await self._pool.acquire()
+            try:
+                rows = await self._writer.fetch(_FIND_EVENTS, list(ids))
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                await self._drop_writer()
+                raise
         return {
             row["id"]: ports.StoredEvent(
                 row["id"], row["source"], row["type"], row["keptn_context"]
@@ -310,6 +374,14 @@ class PostgresStore:
         events: list[list[Any]] | None,
         executions: list[list[Any]] | None,
     ) -> None:
+        if not (work.pauses_added or work.pauses_removed):
+            await connection.fetchval(
+                _COMMIT_ONE,
+                *(events if events is not None else [[] for _ in range(12)]),
+                *(executions if executions is not None else [[] for _ in range(11)]),
+                list(work.published),
+            )
+            return
         async with connection.transaction():
             if events is not None:
                 await connection.execute(_INSERT_EVENTS, *events)
