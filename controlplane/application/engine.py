@@ -78,6 +78,16 @@ class _Work:
 
 
 @dataclass(slots=True)
+class _Pending:
+    """A decided batch waiting for its commit, with the answers to give once it is stored."""
+
+    items: list[_Work]
+    batch: _Batch
+    replies: list[tuple[_Work, str | ControlPlaneError, Outcome]]
+    generation: int
+
+
+@dataclass(slots=True)
 class _Batch:
     """What one batch changed, before the commit makes it true."""
 
@@ -126,6 +136,11 @@ class Engine:
         self._publish_wake = asyncio.Event()
         self._published: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # One batch committing and one decided and waiting: enough to overlap the two.
+        self._commits: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=1)
+        self._state_lock = asyncio.Lock()
+        self._generation = 0
+        self._retry_items: list[_Work] = []
         self._ready = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -142,6 +157,7 @@ class Engine:
             self._publish_queue.append(envelope)
         self._tasks = [
             asyncio.create_task(self._run(), name="engine.loop"),
+            asyncio.create_task(self._run_commits(), name="engine.commits"),
             asyncio.create_task(self._run_timers(), name="engine.timers"),
             asyncio.create_task(self._run_publisher(), name="engine.publisher"),
         ]
@@ -212,16 +228,38 @@ class Engine:
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < self._batch_size and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
-            try:
-                await self._process(batch)
-            except Exception:
-                logger.exception("engine.batch_failed", extra={"size": len(batch)})
+        """Decide batch after batch; the commit task stores them in order.
 
-    async def _process(self, items: list[_Work]) -> None:
+        Deciding the next batch while the previous one is being committed keeps the loop busy
+        with work instead of waiting on the database round trip. A batch is decided on top of
+        the in-memory state left by the batches before it, so when a commit fails every batch
+        decided after it is void too: the commit task bumps ``_generation``, reloads the state
+        and puts their work back in front of the queue.
+        """
+        while True:
+            if not self._retry_items:
+                first = await self._inbox.get()
+                # Work may have been put back while we waited: it goes first.
+                self._retry_items.append(first)
+            items, self._retry_items = self._retry_items, []
+            while len(items) < self._batch_size and not self._inbox.empty():
+                items.append(self._inbox.get_nowait())
+            try:
+                async with self._state_lock:
+                    pending = await self._decide(items)
+            except Exception:
+                # A bug or a failed lookup: the state may be half-changed, so start over from
+                # the database, and let the callers retry.
+                logger.exception("engine.batch_failed", extra={"size": len(items)})
+                async with self._state_lock:
+                    self._generation += 1
+                    await self._reload()
+                for item in items:
+                    await self._reply(item, Unavailable("the engine failed; retry"), "retry")
+                continue
+            await self._commits.put(pending)
+
+    async def _decide(self, items: list[_Work]) -> _Pending:
         existing = await self._lookup_existing(items)
         batch = _Batch()
         replies: list[tuple[_Work, str | ControlPlaneError, Outcome]] = []
@@ -244,22 +282,28 @@ class Engine:
         self._grant_slots(batch)
         self._clear_ended_pauses(batch)
         batch.work.published, self._published = self._published, []
+        return _Pending(items, batch, replies, self._generation)
+
+    async def _run_commits(self) -> None:
+        while True:
+            pending = await self._commits.get()
+            try:
+                await self._commit(pending)
+            except Exception:
+                logger.exception("engine.commit_task_failed")
+
+    async def _commit(self, pending: _Pending) -> None:
+        batch = pending.batch
+        if pending.generation != self._generation:
+            # Decided on top of a batch whose commit failed: decide it again.
+            self._published = batch.work.published + self._published
+            self._requeue(pending.items)
+            return
         try:
             if batch.work:
                 await self._store.commit(batch.work)
         except Exception as exc:
-            self._published = batch.work.published + self._published
-            for event_id in batch.new_ids:
-                self._recent.pop(event_id, None)
-            if not isinstance(exc, UnstorableEvent):
-                logger.exception("engine.commit_failed")
-                self._store_ok = False  # /health answers 503 until the database is back
-            await self._reload()
-            if isinstance(exc, UnstorableEvent):
-                await self._process_without(items, exc)
-                return
-            for item, _answer, _outcome in replies:
-                await self._reply(item, Unavailable("could not store the event; retry"), "retry")
+            await self._recover(pending, exc)
             return
         self._store_ok = True
         # Hand the emitted events to the publisher first: the next task's hand-off should not
@@ -267,12 +311,40 @@ class Engine:
         if batch.to_publish:
             self._publish_queue.extend(batch.to_publish)
             self._publish_wake.set()
+            for envelope in batch.to_publish:
+                self._log_emit(envelope)
         self._forget_recent_overflow()
-        for item, answer, outcome in replies:
+        for item, answer, outcome in pending.replies:
             await self._reply(item, answer, outcome)
 
-    async def _process_without(self, items: list[_Work], exc: UnstorableEvent) -> None:
-        """Refuse the event the store cannot hold and commit the rest of the batch again."""
+    async def _recover(self, pending: _Pending, exc: Exception) -> None:
+        """A commit failed: void this and later decisions, reload, retry or refuse the work."""
+        async with self._state_lock:
+            self._generation += 1
+            self._published = pending.batch.work.published + self._published
+            # Events decided since are no longer known to be stored: ask the store again.
+            self._recent.clear()
+            if not isinstance(exc, UnstorableEvent):
+                logger.exception("engine.commit_failed", exc_info=exc)
+                self._store_ok = False  # /health answers 503 until the database is back
+            await self._reload()
+            # Only messages stored from now on are known to be new without asking the store.
+            self._started_at = self._clock()
+        if isinstance(exc, UnstorableEvent):
+            self._requeue(await self._refuse_unstorable(pending.items, exc))
+            return
+        for item, _answer, _outcome in pending.replies:
+            await self._reply(item, Unavailable("could not store the event; retry"), "retry")
+
+    def _requeue(self, items: list[_Work]) -> None:
+        if not items:
+            return
+        self._retry_items = items + self._retry_items
+        with contextlib.suppress(asyncio.QueueFull):  # a full inbox wakes the loop anyway
+            self._inbox.put_nowait(_Work(due=[]))
+
+    async def _refuse_unstorable(self, items: list[_Work], exc: UnstorableEvent) -> list[_Work]:
+        """Refuse the event the store cannot hold; return the rest, to be decided again."""
         culprit = [item for item in items if item.envelope and item.envelope.id == exc.event_id]
         if not culprit:  # an emitted event: refuse whatever the batch held, one at a time
             culprit = items[:1]
@@ -281,9 +353,7 @@ class Engine:
         )
         for item in culprit:
             await self._reply(item, InvalidEvent(f"the event cannot be stored: {exc}"), "drop")
-        rest = [item for item in items if item not in culprit]
-        if rest:
-            await self._process(rest)
+        return [item for item in items if item not in culprit]
 
     async def _reload(self) -> None:
         while True:
@@ -583,7 +653,6 @@ class Engine:
             envelope = self._envelope(command)
             execution = self._observe(execution, envelope)
             self._store_event(envelope, publish=True, batch=batch)
-            self._log_emit(envelope)
             if command.type == eventtypes.task(machine.APPROVAL, Phase.TRIGGERED):
                 follow_ups.extend(self._approval(command, execution))
         self._update(execution, batch)

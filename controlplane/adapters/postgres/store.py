@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -689,6 +690,11 @@ def _epoch(text: str) -> float | None:
         return None
 
 
+# JSON's escape for NUL, not preceded by an escaped backslash (``\\u0000`` is a backslash
+# followed by the text "u0000", which PostgreSQL stores fine).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _dump(document: Any, what: str, event_id: str) -> str:
     try:
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -698,7 +704,7 @@ def _dump(document: Any, what: str, event_id: str) -> str:
         ) from exc
     # jsonb refuses NUL, and a lone surrogate cannot be sent as UTF-8; fail before the
     # transaction starts, naming the culprit, rather than abort the whole batch obscurely.
-    if "\\u0000" in text:
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise UnstorableEvent(
             f"{what} contains a NUL character, which PostgreSQL cannot store", event_id=event_id
         )

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 
 from controlplane.application.envelope import Envelope
-from controlplane.application.ports import ProjectExists, ProjectRecord, StoredEvent, UnitOfWork
+from controlplane.application.ports import (
+    ProjectExists,
+    ProjectRecord,
+    StoredEvent,
+    UnitOfWork,
+    UnstorableEvent,
+)
 from controlplane.domain.execution import Execution
 
 
@@ -36,6 +43,9 @@ class MemoryStore:
         }
 
     async def commit(self, work: UnitOfWork) -> None:
+        for envelope, _publish in work.events:
+            if "\\u0000" in json.dumps(envelope.data):
+                raise UnstorableEvent("NUL in the event", event_id=envelope.id)
         if self.fail_next_commit:
             self.fail_next_commit = False
             raise ConnectionError("database went away")

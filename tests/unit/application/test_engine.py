@@ -12,7 +12,13 @@ import yaml
 from controlplane.application.admission import IncomingEvent
 from controlplane.application.definitions import Definitions
 from controlplane.application.engine import Engine
-from controlplane.application.errors import InvalidEvent, TaskEnded, UnknownProject, UnknownTask
+from controlplane.application.errors import (
+    InvalidEvent,
+    TaskEnded,
+    Unavailable,
+    UnknownProject,
+    UnknownTask,
+)
 from controlplane.domain.shipyard import Shipyard, parse_shipyard
 from tests.unit.application.fakes import MemoryStore, RecordingPublisher
 
@@ -220,3 +226,29 @@ async def test_repeated_event_id_is_the_same_event(world) -> None:
     second = await engine.ingest(event)
     assert first == second
     assert sum(1 for e in store.events.values() if e.type.endswith("dev.delivery.triggered")) == 1
+
+
+async def test_a_failed_commit_is_reported_and_nothing_half_applied(world) -> None:
+    engine, store, publisher, _ = world
+    store.fail_next_commit = True
+    with pytest.raises(Unavailable):
+        await engine.ingest(trigger("dev", "delivery"))
+    assert store.executions == {}
+    assert not find(publisher, "sh.keptn.event.deployment.triggered")
+    await wait_for(lambda: engine.ready)
+    context = await engine.ingest(trigger("dev", "delivery"))
+    await wait_for(lambda: find(publisher, "sh.keptn.event.deployment.triggered"))
+    assert find(publisher, "sh.keptn.event.deployment.triggered")[0].keptn_context == context
+
+
+async def test_an_unstorable_event_is_refused_and_its_batch_mates_go_through(world) -> None:
+    engine, _store, publisher, _ = world
+    bad = asyncio.ensure_future(engine.ingest(trigger("dev", "delivery", note="a\x00b")))
+    good = asyncio.ensure_future(engine.ingest(trigger("dev", "delivery", service="other")))
+    with pytest.raises(InvalidEvent, match="cannot be stored"):
+        await bad
+    context = await good
+    await wait_for(lambda: find(publisher, "sh.keptn.event.deployment.triggered"))
+    assert [e.keptn_context for e in find(publisher, "sh.keptn.event.deployment.triggered")] == [
+        context
+    ]
