@@ -4,7 +4,8 @@ Used by ``bench/run.py`` for its latency breakdown; it changes no behaviour: it 
 the outside, the engine's batch step and the store and publisher calls it awaits, and at exit
 writes the per-call durations (and batch sizes) to the file named by ``BENCH_TRACE_OUT``:
 
-* ``engine.batch``      ``Engine._process``: one whole batch (lookup, decide, commit, replies);
+* ``engine.batch``      ``Engine._decide``: deciding one batch (lookups and decisions; its
+  commit then runs beside the next batch's decisions);
 * ``store.find_events`` the read of ids the engine does not hold in memory;
 * ``store.commit``      the batch's one transaction (fsync included);
 * ``publisher.publish`` one outbox chunk to JetStream, acks awaited (runs beside the loop).
@@ -66,7 +67,7 @@ def _dump() -> None:
         Path(target).write_text(json.dumps(_samples))
 
 
-_wrap(Engine, "_process", "engine.batch")
+_wrap(Engine, "_decide", "engine.batch")
 _wrap(PostgresStore, "find_events", "store.find_events")
 _wrap(PostgresStore, "commit", "store.commit")
 _wrap(JetStreamPublisher, "publish", "publisher.publish")
