@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         [f for f in all_flags if f not in ("--nats-url", "--database-url")],
     )
     up.add_argument(
+        "--local-nats-port",
+        default=None,
+        help="port of the embedded NATS server (default 4222; 0 picks a free one)",
+    )
+    up.add_argument(
         "--data-dir",
         default=None,
         help="where NATS and PostgreSQL keep their data (default .controlplane/)",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +191,32 @@ def _forget(engine: Engine, store: PostgresStore):  # type: ignore[no-untyped-de
 async def up(settings: Settings, *, examples: bool = True) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(data_dir):
+        return await _up(settings, data_dir, examples=examples)
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """One `controlplane up` per data folder: a second one would take over its servers."""
+    lock_path = data_dir / "up.lock"
+    with lock_path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            raise StartupError(
+                f"{data_dir} is in use by a running `controlplane up` (pid {owner});"
+                " stop it first, or give this one another --data-dir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+async def _up(settings: Settings, data_dir: Path, *, examples: bool) -> int:
     nats_server = EmbeddedNats(data_dir / "nats", port=settings.local_nats_port or None)
     postgres = EmbeddedPostgres()
     stop_examples = asyncio.Event()
