@@ -6,6 +6,7 @@ Each test gets its own control plane process, NATS server and database.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -447,3 +448,53 @@ async def test_kill_mid_sequence_loses_and_duplicates_nothing(
         # de-duplicated by JetStream, not by core NATS), so the executor may see a repeat,
         # but it is always the same event id.
         assert {event["id"] for event in executor.triggered("step-two", context)} == {second["id"]}
+
+
+def shipyard_b64(second_task: str) -> str:
+    text = f"""
+apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {{name: versioned}}
+spec:
+  stages:
+    - name: dev
+      sequences:
+        - name: flow
+          tasks:
+            - name: task-a
+            - name: {second_task}
+"""
+    return base64.b64encode(text.encode()).decode()
+
+
+async def test_projects_over_the_api_and_running_sequences_keep_their_definition(
+    control_plane: ControlPlane, e2e_nats: str
+) -> None:
+    base = "/api/controlPlane/v1/project"
+    async with control_plane.client() as client, TaskService(e2e_nats) as executor:
+        created = await client.post(base, json={"name": "versioned", "shipyard": shipyard_b64("b")})
+        assert created.status_code == 201, created.text
+        again = await client.post(base, json={"name": "versioned", "shipyard": shipyard_b64("b")})
+        assert again.status_code == 409
+        bad_yaml = base64.b64encode(b"apiVersion: spec.keptn.sh/0.2.4\nspec:\n  stages: []\n")
+        invalid = await client.post(base, json={"name": "other", "shipyard": bad_yaml.decode()})
+        assert invalid.status_code == 400
+        assert "other:3: spec.stages" in invalid.json()["message"]  # field path and YAML line
+        assert (await client.get(f"{base}/other")).status_code == 404
+
+        old = await trigger(client, "versioned", "dev", "flow")
+        first = await executor.wait_triggered("task-a", old)
+        replaced = await client.put(base, json={"name": "versioned", "shipyard": shipyard_b64("c")})
+        assert replaced.status_code == 200, replaced.text
+        await executor.complete(first)
+        await executor.wait_triggered("b", old)  # the definition it started with
+        new = await trigger(client, "versioned", "dev", "flow", service="new")
+        await executor.complete(await executor.wait_triggered("task-a", new))
+        await executor.wait_triggered("c", new)
+
+        project = (await client.get(f"{base}/versioned")).json()
+        assert project["projectName"] == "versioned"
+        assert [stage["stageName"] for stage in project["stages"]] == ["dev"]
+        assert "name: c" in project["shipyard"]
+        assert (await client.delete(f"{base}/versioned")).status_code == 200
+        assert (await client.get(f"{base}/versioned")).status_code == 404
