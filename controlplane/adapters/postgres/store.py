@@ -5,8 +5,8 @@ belongs to exactly one port (see :mod:`controlplane.application.ports`).
 
 :meth:`PostgresStore.commit` is the hot path: every engine batch ends in it, and commits are
 the scarce resource (a 2-core machine does about 2k fsynced commits a second). It therefore
-writes a whole :class:`~controlplane.application.ports.UnitOfWork` in one transaction with at
-most one statement per table, each taking its rows as arrays (``INSERT ... SELECT FROM
+writes a whole :class:`~controlplane.application.ports.UnitOfWork` as ONE statement (data-
+modifying CTEs, one per table, each taking its rows as arrays: ``INSERT ... SELECT FROM
 unnest(...)``), so the cost grows with the bytes written, not with round trips.
 
 The ``outbox`` table is the transactional outbox: an event to publish gets a row there in the
@@ -54,51 +54,6 @@ _PATH_COLUMNS = {
     "data.stage": "stage",
     "data.service": "service",
 }
-
-_INSERT_EVENTS = """
-WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
-                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bool[])
-         WITH ORDINALITY
-         AS u(id, source, type, time, time_epoch, keptn_context, triggered_id,
-              project, stage, service, body, publish, n)
-), stored AS (
-    INSERT INTO events (id, source, type, time, time_epoch, keptn_context, triggered_id,
-                        project, stage, service, body)
-    SELECT u.id, u.source, u.type, u.time, u.time_epoch, u.keptn_context, u.triggered_id,
-           u.project, u.stage, u.service, u.body::jsonb
-    FROM u ORDER BY u.n
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-)
-INSERT INTO outbox (id)
-SELECT u.id FROM u JOIN stored ON stored.id = u.id WHERE u.publish ORDER BY u.n
-"""
-
-_UPSERT_EXECUTIONS = """
-INSERT INTO executions (id, project, stage, service, keptn_context, name, state,
-                        triggered_at, ended_at, open_task_id, doc)
-SELECT u.id, u.project, u.stage, u.service, u.keptn_context, u.name, u.state,
-       u.triggered_at, u.ended_at, u.open_task_id, u.doc::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::float8[], $9::float8[], $10::text[], $11::text[])
-     AS u(id, project, stage, service, keptn_context, name, state,
-          triggered_at, ended_at, open_task_id, doc)
-ON CONFLICT (id) DO UPDATE SET
-    project = EXCLUDED.project,
-    stage = EXCLUDED.stage,
-    service = EXCLUDED.service,
-    keptn_context = EXCLUDED.keptn_context,
-    name = EXCLUDED.name,
-    state = EXCLUDED.state,
-    triggered_at = EXCLUDED.triggered_at,
-    ended_at = EXCLUDED.ended_at,
-    open_task_id = EXCLUDED.open_task_id,
-    doc = EXCLUDED.doc,
-    updated_at = now()
-WHERE executions.doc IS DISTINCT FROM EXCLUDED.doc
-"""
 
 # The common unit of work (no pause changes) as ONE statement: no BEGIN/COMMIT round trips,
 # one parse, one fsync. Data-modifying CTEs all run exactly once, in one implicit transaction.
@@ -157,10 +112,6 @@ SELECT (SELECT count(*) FROM queued) + (SELECT count(*) FROM saved)
 
 _FIND_EVENTS = """
 SELECT id, source, type, keptn_context FROM events WHERE id = ANY($1::text[])
-"""
-
-_MARK_PUBLISHED = """
-DELETE FROM outbox WHERE id = ANY($1::text[])
 """
 
 _REMOVE_PAUSES = """
@@ -375,21 +326,16 @@ class PostgresStore:
         events: list[list[Any]] | None,
         executions: list[list[Any]] | None,
     ) -> None:
+        arguments = (
+            *(events if events is not None else [[] for _ in range(12)]),
+            *(executions if executions is not None else [[] for _ in range(11)]),
+            list(work.published),
+        )
         if not (work.pauses_added or work.pauses_removed):
-            await connection.fetchval(
-                _COMMIT_ONE,
-                *(events if events is not None else [[] for _ in range(12)]),
-                *(executions if executions is not None else [[] for _ in range(11)]),
-                list(work.published),
-            )
+            await connection.fetchval(_COMMIT_ONE, *arguments)
             return
-        async with connection.transaction():
-            if events is not None:
-                await connection.execute(_INSERT_EVENTS, *events)
-            if executions is not None:
-                await connection.execute(_UPSERT_EXECUTIONS, *executions)
-            if work.published:
-                await connection.execute(_MARK_PUBLISHED, list(work.published))
+        async with connection.transaction():  # pauses are rare: two more statements then
+            await connection.fetchval(_COMMIT_ONE, *arguments)
             if work.pauses_added:
                 contexts, stages = _pairs(work.pauses_added)
                 await connection.execute(_ADD_PAUSES, contexts, stages)
