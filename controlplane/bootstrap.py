@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +180,7 @@ def _deliver_to(engine: Engine) -> jetstream.Handler:
     return deliver
 
 
-def _forget(engine: Engine, store: PostgresStore):  # type: ignore[no-untyped-def]
+def _forget(engine: Engine, store: PostgresStore) -> Callable[[str], Awaitable[None]]:
     async def hook(project: str) -> None:
         await engine.forget_project(project)
         await store.delete_project_data(project)

@@ -838,4 +838,8 @@ class Engine:
 
 def _is_trigger(envelope: Envelope) -> bool:
     """Sequence triggers are always checked: a forgotten repeat would restart a sequence."""
-    return envelope.type.endswith(".triggered") and envelope.type.count(".") == 5
+    try:
+        parsed = eventtypes.parse(envelope.type)
+    except eventtypes.EventTypeError:
+        return False
+    return isinstance(parsed, SequenceEventType) and parsed.phase == Phase.TRIGGERED

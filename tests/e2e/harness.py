@@ -200,6 +200,19 @@ class TaskService:
         await self._nc.flush()
 
 
+async def post_event(
+    client: httpx.AsyncClient,
+    type: str,
+    data: dict[str, Any],
+    *,
+    source: str = "e2e",
+    **attributes: str,
+) -> httpx.Response:
+    """POST one structured CloudEvent to the API as a Keptn client would."""
+    body = {"specversion": "1.0", "source": source, "type": type, **attributes, "data": data}
+    return await client.post("/api/v1/event", json=body)
+
+
 async def trigger(
     client: httpx.AsyncClient,
     project: str,
@@ -208,14 +221,10 @@ async def trigger(
     service: str = "svc",
     **data: Any,
 ) -> str:
-    response = await client.post(
-        "/api/v1/event",
-        json={
-            "specversion": "1.0",
-            "source": "e2e",
-            "type": f"{stage}.{sequence}.triggered",
-            "data": {"project": project, "stage": stage, "service": service, **data},
-        },
+    response = await post_event(
+        client,
+        f"{stage}.{sequence}.triggered",
+        {"project": project, "stage": stage, "service": service, **data},
     )
     assert response.status_code == 200, response.text
     context: str = response.json()["keptnContext"]

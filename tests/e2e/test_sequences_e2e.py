@@ -16,6 +16,7 @@ from tests.e2e.harness import (
     TaskService,
     events,
     eventually,
+    post_event,
     sequence_state,
     trigger,
     wait_state,
@@ -213,22 +214,19 @@ async def test_automatic_and_manual_approval(control_plane: ControlPlane, e2e_na
         assert [e["id"] for e in open_events.json()["events"]] == [approval["id"]]
         await asyncio.sleep(0.3)  # negative check: a manual approval must wait
         assert not executor.triggered("release", manual)
-        response = await client.post(
-            "/api/v1/event",
-            json={
-                "specversion": "1.0",
-                "source": "human",
-                "type": "sh.keptn.event.approval.finished",
-                # no shkeptncontext: the answer takes its task's context
-                "triggeredid": approval["id"],
-                "data": {
-                    "project": P,
-                    "stage": "dev",
-                    "service": "manual",
-                    "result": "pass",
-                    "status": "succeeded",
-                },
+        # No shkeptncontext: the answer takes its task's context.
+        response = await post_event(
+            client,
+            "sh.keptn.event.approval.finished",
+            {
+                "project": P,
+                "stage": "dev",
+                "service": "manual",
+                "result": "pass",
+                "status": "succeeded",
             },
+            source="human",
+            triggeredid=approval["id"],
         )
         assert response.status_code == 200, response.text
         await executor.wait_triggered("release", manual)
@@ -304,22 +302,19 @@ async def test_abort_ends_the_sequence_and_frees_the_queue(
         finished = await events(client, context, type="sh.keptn.event.dev.single.finished")
         assert (finished[0]["data"]["status"], finished[0]["data"]["result"]) == ("aborted", "pass")
         await executor.wait_triggered("work", queued)
-        late = await client.post(
-            "/api/v1/event",
-            json={
-                "specversion": "1.0",
-                "source": "late",
-                "type": "sh.keptn.event.work.finished",
-                "shkeptncontext": context,
-                "triggeredid": work["id"],
-                "data": {
-                    "project": P,
-                    "stage": "dev",
-                    "service": "svc",
-                    "result": "pass",
-                    "status": "succeeded",
-                },
+        late = await post_event(
+            client,
+            "sh.keptn.event.work.finished",
+            {
+                "project": P,
+                "stage": "dev",
+                "service": "svc",
+                "result": "pass",
+                "status": "succeeded",
             },
+            source="late",
+            shkeptncontext=context,
+            triggeredid=work["id"],
         )
         assert late.status_code == 409, late.text
 
@@ -347,14 +342,10 @@ async def test_trigger_failures_end_errored(control_plane: ControlPlane) -> None
             ("dev", "empty", P),
             ("dev", "delivery", "broken"),
         ):
-            response = await client.post(
-                "/api/v1/event",
-                json={
-                    "specversion": "1.0",
-                    "source": "e2e",
-                    "type": f"{stage}.{sequence}.triggered",
-                    "data": {"project": project, "stage": stage, "service": "svc"},
-                },
+            response = await post_event(
+                client,
+                f"{stage}.{sequence}.triggered",
+                {"project": project, "stage": stage, "service": "svc"},
             )
             assert response.status_code == 200, response.text
             context = response.json()["keptnContext"]
@@ -389,25 +380,15 @@ async def test_garbage_on_nats_does_not_stop_the_engine(
             ).encode(),
         )
         # A type that cannot be a NATS subject is refused before anything is stored.
-        spaced = await client.post(
-            "/api/v1/event",
-            json={
-                "specversion": "1.0",
-                "source": "e2e",
-                "type": "dev.a b.triggered",
-                "data": {"project": P, "stage": "dev", "service": "svc"},
-            },
+        spaced = await post_event(
+            client, "dev.a b.triggered", {"project": P, "stage": "dev", "service": "svc"}
         )
         assert spaced.status_code == 400, spaced.text
         # PostgreSQL cannot store a NUL character: refused with a reason, nothing half-stored.
-        refused = await client.post(
-            "/api/v1/event",
-            json={
-                "specversion": "1.0",
-                "source": "e2e",
-                "type": "dev.single.triggered",
-                "data": {"project": P, "stage": "dev", "service": "svc", "note": "a\u0000b"},
-            },
+        refused = await post_event(
+            client,
+            "dev.single.triggered",
+            {"project": P, "stage": "dev", "service": "svc", "note": "a\u0000b"},
         )
         assert refused.status_code == 400, refused.text
         assert "NUL" in refused.json()["message"]

@@ -24,10 +24,11 @@ store does not depend on how the pool it was given configured its jsonb codecs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -270,14 +271,8 @@ class PostgresStore:
         if not ids:
             return {}
         # The engine asks right before it commits: use its own connection, not the pool.
-        async with self._writer_lock:
-            if self._writer is None or self._writer.is_closed():
-                self._writer = await self._pool.acquire()
-            try:
-                rows = await self._writer.fetch(_FIND_EVENTS, list(ids))
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-                await self._drop_writer()
-                raise
+        async with self._writer_connection() as connection:
+            rows = await connection.fetch(_FIND_EVENTS, list(ids))
         return {
             row["id"]: ports.StoredEvent(
                 row["id"], row["source"], row["type"], row["keptn_context"]
@@ -288,11 +283,11 @@ class PostgresStore:
     async def commit(self, work: ports.UnitOfWork) -> None:
         """Write the whole unit of work in one transaction, or nothing of it.
 
-        Order matters where two parts touch the same rows: events are inserted before
-        ``published`` clears flags (an event stored and published in the same batch ends up
-        cleared). Pauses are added before removals are applied, so a pause and a resume of
-        the same context in one batch leave it running; a removal for one stage also ends a
-        pause of the whole context (resuming a stage resumes it, as the engine does).
+        Order matters where two parts touch the same rows: an event stored and listed in
+        ``published`` in the same unit of work never enters the outbox. Pauses are added
+        before removals are applied, so a pause and a resume of the same context in one batch
+        leave it running; a removal for one stage also ends a pause of the whole context
+        (resuming a stage resumes it, as the engine does).
 
         Raises:
             UnstorableEvent: an event or execution holds text PostgreSQL refuses; nothing is
@@ -302,11 +297,17 @@ class PostgresStore:
             return
         events = _event_columns(work.events) if work.events else None
         executions = _execution_columns(work.executions.values()) if work.executions else None
+        async with self._writer_connection() as connection:
+            await self._write(connection, work, events, executions)
+
+    @contextlib.asynccontextmanager
+    async def _writer_connection(self) -> AsyncIterator[Any]:
+        """The engine's own connection, one user at a time; replaced when it breaks."""
         async with self._writer_lock:
             if self._writer is None or self._writer.is_closed():
                 self._writer = await self._pool.acquire()
             try:
-                await self._write(self._writer, work, events, executions)
+                yield self._writer
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
                 await self._drop_writer()
                 raise
@@ -416,14 +417,7 @@ class PostgresStore:
         sequence-state view shows), with all their executions.
         """
         rows = await self._pool.fetch(_CONTEXTS, project, list(keptn_contexts), name)
-        groups: list[list[Execution]] = []
-        previous: str | None = None
-        for row in rows:
-            if row["keptn_context"] != previous:
-                groups.append([])
-                previous = row["keptn_context"]
-            groups[-1].append(codec.decode_execution(json.loads(row["doc"])))
-        return groups
+        return _by_context(rows)
 
     async def context_page(
         self, project: str, *, name: str, limit: int | None, offset: int
@@ -433,14 +427,7 @@ class PostgresStore:
         if not rows:  # past the end (or nothing at all): the count still matters for paging
             total = await self._pool.fetchval(_CONTEXT_COUNT, project, name)
             return [], int(total or 0)
-        groups: list[list[Execution]] = []
-        previous: str | None = None
-        for row in rows:
-            if row["keptn_context"] != previous:
-                groups.append([])
-                previous = row["keptn_context"]
-            groups[-1].append(codec.decode_execution(json.loads(row["doc"])))
-        return groups, int(rows[0]["total"])
+        return _by_context(rows), int(rows[0]["total"])
 
     async def live_executions(self, project: str) -> list[Execution]:
         rows = await self._pool.fetch(_PROJECT_LIVE, project)
@@ -687,6 +674,18 @@ def _event_columns(events: Iterable[tuple[Envelope, bool]]) -> list[list[Any]]:
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return columns
+
+
+def _by_context(rows: Iterable[Mapping[str, Any]]) -> list[list[Execution]]:
+    """Rows ordered by context into one list of executions per context."""
+    groups: list[list[Execution]] = []
+    previous: str | None = None
+    for row in rows:
+        if row["keptn_context"] != previous:
+            groups.append([])
+            previous = row["keptn_context"]
+        groups[-1].append(codec.decode_execution(json.loads(row["doc"])))
+    return groups
 
 
 def open_task_id(execution: Execution) -> str | None:
