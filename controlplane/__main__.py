@@ -23,6 +23,14 @@ _SERVER_FLAGS: tuple[tuple[str, str], ...] = (
     ("--api-token", "require this x-token on /api calls (CONTROLPLANE_API_TOKEN)"),
     ("--task-started-timeout", "e.g. 30s, 10m (CONTROLPLANE_TASK_STARTED_TIMEOUT, default 10m)"),
     ("--stream", "JetStream stream name (CONTROLPLANE_STREAM, default keptn)"),
+    (
+        "--integration-ttl",
+        "remove integrations silent this long (CONTROLPLANE_INTEGRATION_TTL, default 10m)",
+    ),
+    ("--webhook-timeout", "per webhook delivery (CONTROLPLANE_WEBHOOK_TIMEOUT, default 5s)"),
+    ("--webhook-attempts", "deliveries before giving up (CONTROLPLANE_WEBHOOK_ATTEMPTS, 6)"),
+    ("--webhook-backoff", "first retry wait, doubling (CONTROLPLANE_WEBHOOK_BACKOFF, 1s)"),
+    ("--webhook-backoff-max", "longest retry wait (CONTROLPLANE_WEBHOOK_BACKOFF_MAX, 1m)"),
     ("--log-level", "debug, info, warning, error (CONTROLPLANE_LOG_LEVEL)"),
     ("--log-format", "text or json (CONTROLPLANE_LOG_FORMAT)"),
 )

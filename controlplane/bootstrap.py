@@ -27,10 +27,13 @@ from controlplane.adapters.nats.embedded import EmbeddedNats
 from controlplane.adapters.postgres.embedded import EmbeddedPostgres
 from controlplane.adapters.postgres.migrate import migrate as apply_migrations
 from controlplane.adapters.postgres.store import PostgresStore
+from controlplane.adapters.webhook_sender import HttpxWebhookSender
 from controlplane.application.definitions import Definitions, ShipyardFile
 from controlplane.application.engine import Engine
 from controlplane.application.envelope import Envelope
 from controlplane.application.queries import Queries
+from controlplane.application.registry import Registry
+from controlplane.application.webhooks import RetryPolicy, WebhookDispatcher
 from controlplane.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,9 +89,17 @@ async def _connect(settings: Settings) -> tuple[PostgresStore, Any]:
     return store, nats
 
 
+WEBHOOK_SUBJECTS = ("sh.keptn.event.*.triggered", "sh.keptn.event.*.*.triggered")
+
+
 async def serve(settings: Settings, *, banner: str = "") -> int:
     store, nats = await _connect(settings)
     consumer_task: asyncio.Task[None] | None = None
+    webhook_task: asyncio.Task[None] | None = None
+    expiry_task: asyncio.Task[None] | None = None
+    stop_expiry = asyncio.Event()
+    dispatcher: WebhookDispatcher | None = None
+    sender = HttpxWebhookSender()
     engine: Engine | None = None
     try:
         await apply_migrations(store.pool)
@@ -111,12 +122,42 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             nats, stream=settings.stream, name=settings.consumer, ack_wait=10.0
         )
         await consumer.ensure()
+        registry = Registry(store, ttl=settings.integration_ttl)
+        await registry.load()
+        dispatcher = WebhookDispatcher(
+            registry,
+            sender,
+            publisher,
+            is_open=_open_check(store),
+            retry=RetryPolicy(
+                attempts=settings.webhook_attempts,
+                initial=settings.webhook_backoff,
+                maximum=settings.webhook_backoff_max,
+            ),
+            timeout=settings.webhook_timeout,
+        )
+        webhook_consumer = jetstream.JetStreamConsumer(
+            nats,
+            stream=settings.stream,
+            name=settings.webhook_consumer,
+            filter_subjects=WEBHOOK_SUBJECTS,
+            ack_wait=settings.webhook_timeout + 10.0,
+            max_ack_pending=1024,
+            description="controlplane webhook delivery",
+            start_with_new=True,
+        )
+        await webhook_consumer.ensure()
         await engine.start()
         consumer_task = asyncio.create_task(consumer.run(_deliver_to(engine)), name="consumer")
+        webhook_task = asyncio.create_task(
+            webhook_consumer.run(_deliver_webhooks(dispatcher)), name="webhooks"
+        )
+        expiry_task = asyncio.create_task(registry.run_expiry(stop_expiry), name="expiry")
         app = create_app(
             engine=engine,
             definitions=definitions,
             queries=Queries(store),
+            registry=registry,
             api_token=settings.api_token,
         )
         config = uvicorn.Config(
@@ -132,7 +173,16 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             asyncio.get_running_loop().call_later(0.5, _print_when_started, server, banner)
         await server.serve()
         consumer.stop()
+        webhook_consumer.stop()
     finally:
+        stop_expiry.set()
+        if dispatcher is not None:
+            await dispatcher.stop()
+        for task in (webhook_task, expiry_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, timeout=5.0)
+        await sender.close()
         if consumer_task is not None:
             # Let the consumer release what it buffered (immediate redelivery), then go.
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -178,6 +228,23 @@ def _deliver_to(engine: Engine) -> jetstream.Handler:
         await engine.receive(envelope, ack, first_seen_at=first_seen_at)
 
     return deliver
+
+
+def _deliver_webhooks(dispatcher: WebhookDispatcher) -> jetstream.Handler:
+    async def deliver(envelope: Envelope, ack: jetstream.Ack) -> None:
+        await dispatcher.receive(envelope, ack)
+
+    return deliver
+
+
+def _open_check(store: PostgresStore) -> Callable[[str, str], Awaitable[bool]]:
+    async def is_open(event_type: str, event_id: str) -> bool:
+        page = await store.open_triggered(
+            event_type, project="", stage="", service="", event_id=event_id, limit=1, offset=0
+        )
+        return page.total > 0
+
+    return is_open
 
 
 def _forget(engine: Engine, store: PostgresStore) -> Callable[[str], Awaitable[None]]:

@@ -53,11 +53,36 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the NATS server `controlplane up` starts (0 picks a free one).",
     )
+    integration_ttl: float = Field(
+        600.0,
+        description="A registered integration that has not pinged for this long is removed"
+        " with its subscriptions (a duration such as 10m).",
+    )
+    webhook_timeout: float = Field(
+        5.0, description="How long a webhook receiver may take to answer one delivery."
+    )
+    webhook_attempts: int = Field(
+        6, ge=1, description="Deliveries of one event to one webhook before giving up."
+    )
+    webhook_backoff: float = Field(
+        1.0, description="Wait after the first failed delivery; doubles each time."
+    )
+    webhook_backoff_max: float = Field(60.0, description="The longest wait between deliveries.")
+    webhook_consumer: str = Field(
+        "webhooks", description="Durable JetStream consumer that drives webhook delivery."
+    )
     batch_size: int = Field(512, ge=1, description="Most events the engine commits at once.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_format: str = Field("text", description="text (for people) or json (for collectors).")
 
-    @field_validator("task_started_timeout", mode="before")
+    @field_validator(
+        "task_started_timeout",
+        "integration_ttl",
+        "webhook_timeout",
+        "webhook_backoff",
+        "webhook_backoff_max",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> float:
         if isinstance(value, int | float):

@@ -22,6 +22,7 @@ from controlplane.application.ports import EventFilter, Page, ProjectRecord
 from controlplane.domain import eventtypes
 from controlplane.domain.errors import InvalidShipyard
 from controlplane.domain.execution import Execution
+from controlplane.domain.integrations import Integration
 from controlplane.domain.shipyard import NAME_RULE, Shipyard, parse_shipyard
 
 # ================================================================================
@@ -283,3 +284,28 @@ def stored_event(
         triggered_id=triggered_id,
     )
     return envelope.to_json()
+
+
+class InMemoryIntegrationStore:
+    """An :class:`~controlplane.application.ports.IntegrationStore` in a dict."""
+
+    def __init__(self) -> None:
+        self.integrations: dict[str, Integration] = {}
+        self.last_seen_writes = 0
+
+    async def load_integrations(self) -> list[Integration]:
+        return list(self.integrations.values())
+
+    async def save_integration(self, integration: Integration) -> None:
+        self.integrations[integration.id] = integration
+
+    async def save_last_seen(self, seen: Mapping[str, float]) -> None:
+        self.last_seen_writes += 1
+        for integration_id, when in seen.items():
+            stored = self.integrations.get(integration_id)
+            if stored is not None and stored.last_seen < when:
+                self.integrations[integration_id] = stored.evolve(last_seen=when)
+
+    async def delete_integrations(self, ids: Sequence[str]) -> None:
+        for integration_id in ids:
+            self.integrations.pop(integration_id, None)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from controlplane.application.envelope import Envelope
 from controlplane.domain.execution import Execution
+from controlplane.domain.integrations import Integration
 from controlplane.domain.shipyard import Shipyard
 
 
@@ -176,6 +177,20 @@ class QueryStore(Protocol):
         limit: int,
         offset: int,
     ) -> Page: ...
+
+
+class IntegrationStore(Protocol):
+    async def load_integrations(self) -> list[Integration]: ...
+
+    async def save_integration(self, integration: Integration) -> None:
+        """Insert or replace the integration with its subscriptions and ``last_seen``."""
+        ...
+
+    async def save_last_seen(self, seen: Mapping[str, float]) -> None:
+        """Move ``last_seen`` forward for these ids (never backwards)."""
+        ...
+
+    async def delete_integrations(self, ids: Sequence[str]) -> None: ...
 
 
 class Publisher(Protocol):

@@ -130,3 +130,52 @@ def task(name: str, phase: Phase) -> str:
 
 def sequence(stage: str, name: str, phase: Phase) -> str:
     return str(SequenceEventType(stage, name, phase))
+
+
+class PatternError(ValueError):
+    """An event-type pattern is not a valid NATS subject pattern."""
+
+
+def check_pattern(raw: str) -> str:
+    """Return the full form of an event-type pattern (NATS wildcards allowed).
+
+    Subscriptions name event types the way NATS names subjects: ``*`` stands for one
+    dot-separated token, ``>`` (last token only) for one or more. Short forms such as
+    ``checknumber.triggered`` get the ``sh.keptn.event.`` prefix, as types do.
+
+    Raises:
+        PatternError: an empty token, a wildcard inside a token, ``>`` before the end, or a
+            pattern outside ``sh.keptn.``.
+    """
+    full = normalize(raw.strip())
+    tokens = full.split(".")
+    for index, token in enumerate(tokens):
+        if not token:
+            raise PatternError(f"event type {raw!r} has an empty segment")
+        if token == ">" and index != len(tokens) - 1:
+            raise PatternError(f"event type {raw!r}: '>' may only be the last segment")
+        if token not in ("*", ">") and not _NAME.fullmatch(token):
+            raise PatternError(
+                f"event type {raw!r}: {token!r} may not contain whitespace, or '*' and '>'"
+                " other than as a whole segment"
+            )
+    return full
+
+
+def pattern_matches(pattern: str, event_type: str) -> bool:
+    """Whether a NATS-style pattern (from :func:`check_pattern`) matches a concrete type."""
+    if pattern == event_type:
+        return True
+    want = pattern.split(".")
+    have = event_type.split(".")
+    for index, token in enumerate(want):
+        if token == ">":
+            return index < len(have)
+        if index >= len(have) or (token != "*" and token != have[index]):
+            return False
+    return len(want) == len(have)
+
+
+def is_triggered_pattern(pattern: str) -> bool:
+    """Whether every type a pattern matches is a ``.triggered`` event (what can be pushed)."""
+    return pattern.endswith(".triggered") and ">" not in pattern

@@ -268,3 +268,116 @@ async def events(client: httpx.AsyncClient, context: str, **params: str) -> list
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["events"]
     return found
+
+
+class WebhookReceiver:
+    """A real HTTP server in the test's loop that records the webhook POSTs it gets.
+
+    ``statuses`` scripts the answers (one per request, then ``default_status``); with
+    ``answer_with`` set, each accepted ``.triggered`` task event is answered through the
+    control plane's API (``.started``, then ``.finished`` with that data), as a push-mode
+    task service would.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        statuses: list[int] | None = None,
+        default_status: int = 202,
+        answer_with: dict[str, Any] | None = None,
+        api: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/events"
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self._statuses = list(statuses or [])
+        self._default_status = default_status
+        self._answer_with = answer_with
+        self._api = api
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> WebhookReceiver:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self._app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="off",
+            interface="asgi3",
+        )
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # uvicorn < 0.29
+        self._task = asyncio.create_task(self._server.serve())
+        await eventually(
+            self._started, timeout=10.0, what=f"the webhook receiver on port {self.port}"
+        )
+        return self
+
+    async def _started(self) -> bool:
+        assert self._task is not None
+        if self._task.done():
+            self._task.result()
+        return bool(self._server.started)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in list(self._answers):
+            await task
+        self._server.should_exit = True
+        assert self._task is not None
+        await self._task
+
+    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {key.decode(): value.decode() for key, value in scope["headers"]}
+        self.requests.append((headers, body))
+        status = self._statuses.pop(0) if self._statuses else self._default_status
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        if 200 <= status < 300 and self._answer_with is not None:
+            event = self.event(headers, body)
+            task = asyncio.create_task(self._answer(event))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
+
+    @staticmethod
+    def event(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """The CloudEvent of a request, structured or binary."""
+        if headers.get("content-type", "").startswith("application/cloudevents+json"):
+            event: dict[str, Any] = json.loads(body)
+            return event
+        from urllib.parse import unquote
+
+        attributes = {
+            key[3:]: unquote(value) for key, value in headers.items() if key.startswith("ce-")
+        }
+        return {**attributes, "data": json.loads(body)}
+
+    async def _answer(self, triggered: dict[str, Any]) -> None:
+        assert self._api is not None
+        assert self._answer_with is not None
+        task = triggered["type"].split(".")[3]
+        scope = {k: triggered["data"][k] for k in ("project", "stage", "service")}
+        for phase, extra in (("started", {}), ("finished", self._answer_with)):
+            response = await post_event(
+                self._api,
+                f"sh.keptn.event.{task}.{phase}",
+                {**scope, **extra},
+                source="webhook-receiver",
+                shkeptncontext=triggered["shkeptncontext"],
+                triggeredid=triggered["id"],
+            )
+            assert response.status_code == 200, response.text
+
+    def events(self) -> list[dict[str, Any]]:
+        return [self.event(headers, body) for headers, body in self.requests]

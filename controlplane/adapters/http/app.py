@@ -12,9 +12,17 @@ from fastapi import FastAPI
 import controlplane
 from controlplane.adapters.http import problems
 from controlplane.adapters.http.auth import TokenCheck
-from controlplane.adapters.http.routes import datastore, events, health, projects, sequences
+from controlplane.adapters.http.routes import (
+    datastore,
+    events,
+    health,
+    projects,
+    sequences,
+    uniform,
+)
 from controlplane.adapters.http.services import DefinitionsApi, EngineApi, Services
 from controlplane.application.queries import Queries
+from controlplane.application.registry import Registry
 
 __all__ = ["DefinitionsApi", "EngineApi", "create_app"]
 
@@ -29,17 +37,18 @@ def create_app(
     engine: EngineApi,
     definitions: DefinitionsApi,
     queries: Queries,
+    registry: Registry,
     api_token: str | None,
     max_event_bytes: int = 65536,
 ) -> FastAPI:
-    services = Services(engine, definitions, queries, max_event_bytes)
+    services = Services(engine, definitions, queries, registry, max_event_bytes)
     app = FastAPI(
         title="controlplane",
         version=controlplane.__version__,
         description=DESCRIPTION,
         docs_url="/docs",
     )
-    for module in (events, sequences, datastore, projects, health):
+    for module in (events, sequences, datastore, projects, uniform, health):
         app.include_router(module.router(services))
     problems.install(app)
     if api_token:

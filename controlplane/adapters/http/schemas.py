@@ -21,6 +21,10 @@ class Empty(BaseModel):
     """Keptn answers some calls with ``{}``."""
 
 
+class IdResponse(BaseModel):
+    id: str
+
+
 class Message(BaseModel):
     message: str
 

@@ -12,6 +12,7 @@ from typing import Protocol
 from controlplane.application.admission import IncomingEvent
 from controlplane.application.ports import ProjectRecord
 from controlplane.application.queries import Queries
+from controlplane.application.registry import Registry
 from controlplane.domain.shipyard import Shipyard
 
 
@@ -47,4 +48,5 @@ class Services:
     engine: EngineApi
     definitions: DefinitionsApi
     queries: Queries
+    registry: Registry
     max_event_bytes: int = 65536

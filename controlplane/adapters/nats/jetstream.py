@@ -568,6 +568,8 @@ class JetStreamConsumer:
         request_expires: float = 30.0,
         retry_delay: float = 1.0,
         stream_subjects: Sequence[str] | None = DEFAULT_STREAM_SUBJECTS,
+        description: str = "controlplane engine intake",
+        start_with_new: bool = False,
     ) -> None:
         if batch < 1 or max_ack_pending < 1:
             raise ValueError("batch and max_ack_pending must be at least 1")
@@ -587,6 +589,10 @@ class JetStreamConsumer:
         self._request_expires = request_expires
         self._retry_delay = retry_delay
         self._stream_subjects = list(stream_subjects) if stream_subjects is not None else None
+        self._description = description
+        # A consumer created later than the stream may not want its history: the webhook
+        # consumer must not push every old .triggered event when it is first created.
+        self._first_policy = DeliverPolicy.NEW if start_with_new else DeliverPolicy.ALL
         self._stopping = asyncio.Event()
         self._running = False
         # Pull state, valid while running.
@@ -618,8 +624,8 @@ class JetStreamConsumer:
         return ConsumerConfig(
             name=self._name,
             durable_name=self._name,
-            description="controlplane engine intake",
-            deliver_policy=DeliverPolicy.ALL,
+            description=self._description,
+            deliver_policy=self._first_policy,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self._ack_wait,
             max_deliver=self._max_deliver,
@@ -631,7 +637,8 @@ class JetStreamConsumer:
         return (
             current.deliver_subject is None
             and current.ack_policy == AckPolicy.EXPLICIT
-            and current.deliver_policy in (DeliverPolicy.ALL, DeliverPolicy.BY_START_SEQUENCE)
+            and current.deliver_policy
+            in (DeliverPolicy.ALL, DeliverPolicy.NEW, DeliverPolicy.BY_START_SEQUENCE)
             and not current.filter_subject
             and sorted(current.filter_subjects or []) == sorted(self._filter_subjects)
             and current.max_ack_pending == self._max_ack_pending

@@ -97,3 +97,13 @@ CREATE TABLE shipyard_versions (
     CONSTRAINT shipyard_versions_name_fkey FOREIGN KEY (name)
         REFERENCES projects (name) ON DELETE CASCADE
 );
+
+-- The registry of task services (Keptn's "uniform"); subscriptions live in doc.
+CREATE TABLE integrations (
+    id         text             NOT NULL,
+    name       text             NOT NULL,
+    doc        jsonb            NOT NULL,
+    last_seen  double precision NOT NULL,
+    updated_at timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT integrations_pkey PRIMARY KEY (id)
+);

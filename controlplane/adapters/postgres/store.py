@@ -36,8 +36,9 @@ import asyncpg
 from controlplane.adapters.postgres import codec
 from controlplane.application import ports
 from controlplane.application.envelope import Envelope, parse_time
-from controlplane.domain import eventtypes
+from controlplane.domain import eventtypes, integrations
 from controlplane.domain.execution import Execution
+from controlplane.domain.integrations import Integration
 
 # The literal predicate of the partial index executions_live_idx: the planner uses that index
 # only when a query repeats the predicate word for word. Must equal the terminal states.
@@ -392,6 +393,47 @@ class PostgresStore:
             "DELETE FROM projects WHERE name = $1 RETURNING true", name
         )
         return bool(deleted)
+
+    # IntegrationStore --------------------------------------------------------------------
+
+    async def load_integrations(self) -> list[Integration]:
+        rows = await self._pool.fetch("SELECT doc::text AS doc, last_seen FROM integrations")
+        return [
+            integrations.from_document(json.loads(row["doc"]), row["last_seen"]) for row in rows
+        ]
+
+    async def save_integration(self, integration: Integration) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO integrations AS i (id, name, doc, last_seen) VALUES ($1, $2, $3::jsonb, $4)
+            ON CONFLICT (id) DO UPDATE
+            SET name = excluded.name, doc = excluded.doc, last_seen = excluded.last_seen,
+                updated_at = now()
+            """,
+            integration.id,
+            integration.name,
+            json.dumps(integrations.to_document(integration)),
+            integration.last_seen,
+        )
+
+    async def save_last_seen(self, seen: Mapping[str, float]) -> None:
+        if not seen:
+            return
+        await self._pool.execute(
+            """
+            UPDATE integrations AS i SET last_seen = s.last_seen
+            FROM unnest($1::text[], $2::float8[]) AS s(id, last_seen)
+            WHERE i.id = s.id AND i.last_seen < s.last_seen
+            """,
+            list(seen),
+            list(seen.values()),
+        )
+
+    async def delete_integrations(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._pool.execute(
+                "DELETE FROM integrations WHERE id = ANY($1::text[])", list(ids)
+            )
 
     async def shipyard_versions(self, name: str) -> list[ports.ProjectRecord]:
         """Every stored version of a project's shipyard, oldest first (for audits and tests)."""

@@ -19,9 +19,16 @@ from controlplane.application.errors import (
     UnknownTask,
 )
 from controlplane.application.queries import Queries
+from controlplane.application.registry import Registry
 from controlplane.domain.execution import EventRef, Execution, Scope, StageView, State
 from controlplane.domain.shipyard import Sequence, Task
-from controlplane.testing import FakeDefinitions, FakeEngine, InMemoryQueryStore, stored_event
+from controlplane.testing import (
+    FakeDefinitions,
+    FakeEngine,
+    InMemoryIntegrationStore,
+    InMemoryQueryStore,
+    stored_event,
+)
 
 TOKEN = "s3cret"
 CONTEXT = "5f0f1a8e-2b7c-4f5e-9d3a-1c2b3a4d5e6f"
@@ -63,10 +70,12 @@ class Setup:
         self.definitions = FakeDefinitions()
         self.definitions.add("sockshop", SHIPYARD)
         self.store = InMemoryQueryStore()
+        self.registry = Registry(InMemoryIntegrationStore())
         self.app: FastAPI = create_app(
             engine=self.engine,
             definitions=self.definitions,
             queries=Queries(self.store),
+            registry=self.registry,
             api_token=token,
         )
 
