@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from controlplane.adapters.files import YamlShipyardReader
+from controlplane.application.envelope import parse_time
 from controlplane.domain import durations, eventtypes
 from controlplane.domain.errors import InvalidShipyard
 from controlplane.domain.eventtypes import Phase, SequenceEventType
@@ -36,6 +37,7 @@ SOURCE = "controlplane-cli"
 FINAL_STATES = ("finished", "aborted", "timedOut")
 OPEN_STAGE_STATES = ("triggered", "started", "waiting", "paused")
 _PAGE = 100
+_REGISTRATION = "/api/controlPlane/v1/uniform/registration"
 _REQUEST_TIMEOUT = 10.0
 
 Command = Callable[["ApiClient", argparse.Namespace], int]
@@ -45,7 +47,7 @@ Command = Callable[["ApiClient", argparse.Namespace], int]
 
 
 def add_client_commands(subparsers: Any) -> None:
-    """Add validate, trigger, sequences, events, pause, resume and abort to ``subparsers``."""
+    """Add the client commands to ``subparsers``: everything but the server roles."""
     validate = subparsers.add_parser(
         "validate", help="check shipyard files", description="Check shipyard files."
     )
@@ -86,6 +88,33 @@ def add_client_commands(subparsers: Any) -> None:
     events.add_argument("context", metavar="CONTEXT")
     events.add_argument("--project", default="")
     events.set_defaults(func=client_handler(show_events))
+
+    integrations = _client_parser(
+        subparsers, "integrations", "list registered task services and their subscriptions"
+    )
+    integrations.add_argument("--json", action="store_true", help="print the API's JSON")
+    integrations.set_defaults(func=client_handler(list_integrations))
+
+    subscribe = _client_parser(subparsers, "subscribe", "add a subscription to an integration")
+    subscribe.add_argument("integration", metavar="INTEGRATION_ID")
+    subscribe.add_argument("event", metavar="EVENT", help="e.g. checknumber.triggered")
+    for scope in ("project", "stage", "service"):
+        subscribe.add_argument(
+            f"--{scope}", action="append", default=[], help=f"only this {scope} (repeatable)"
+        )
+    subscribe.add_argument("--webhook", metavar="URL", help="push matching events to this URL")
+    subscribe.add_argument(
+        "--secret",
+        default=os.environ.get("CONTROLPLANE_WEBHOOK_SECRET"),
+        help="the webhook's signing secret (CONTROLPLANE_WEBHOOK_SECRET)",
+    )
+    subscribe.add_argument("--mode", choices=("structured", "binary"), default="structured")
+    subscribe.set_defaults(func=client_handler(add_subscription))
+
+    unsubscribe = _client_parser(subparsers, "unsubscribe", "remove a subscription")
+    unsubscribe.add_argument("integration", metavar="INTEGRATION_ID")
+    unsubscribe.add_argument("subscription", metavar="SUBSCRIPTION_ID")
+    unsubscribe.set_defaults(func=client_handler(remove_subscription))
 
     for action, text in (
         ("pause", "pause a running sequence"),
@@ -227,6 +256,17 @@ class ApiClient:
             f"/api/controlPlane/v1/sequence/{_segment(project)}/{_segment(context)}/control",
             json={"state": action, "stage": stage},
         )
+
+    def integrations(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", _REGISTRATION))
+
+    def add_subscription(self, integration: str, subscription: Mapping[str, Any]) -> str:
+        path = f"{_REGISTRATION}/{_segment(integration)}/subscription"
+        return str(self._call("POST", path, json=subscription)["id"])
+
+    def remove_subscription(self, integration: str, subscription: str) -> None:
+        path = f"{_REGISTRATION}/{_segment(integration)}/subscription/{_segment(subscription)}"
+        self._call("DELETE", path)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
@@ -409,6 +449,79 @@ def show_events(api: ApiClient, args: argparse.Namespace) -> int:
         return 1
     for event in reversed(events):
         print(_line(event))
+    return 0
+
+
+def list_integrations(api: ApiClient, args: argparse.Namespace) -> int:
+    found = api.integrations()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("no integrations are registered")
+        return 0
+    rows: list[tuple[str, ...]] = [("NAME", "ID", "LAST SEEN", "SUBSCRIPTION", "EVENT", "FILTER")]
+    now = time.time()
+    for integration in found:
+        seen = str((integration.get("metadata") or {}).get("lastseen") or "")
+        head = (integration["name"], integration["id"], _ago(seen, now))
+        subscriptions = integration.get("subscriptions") or []
+        if not subscriptions:
+            rows.append((*head, "-", "(none: receives nothing)", ""))
+        for index, subscription in enumerate(subscriptions):
+            cells = head if index == 0 else ("", "", "")
+            rows.append(
+                (
+                    *cells,
+                    subscription["id"],
+                    str(subscription["event"]).removeprefix(eventtypes.PREFIX),
+                    _describe_subscription(subscription),
+                )
+            )
+    _table(rows)
+    return 0
+
+
+def _ago(stamp: str, now: float) -> str:
+    try:
+        seconds = max(0.0, now - parse_time(stamp))
+    except ValueError:
+        return stamp or "-"
+    if seconds < 1:
+        return "just now"
+    return f"{durations.format_duration(round(seconds))} ago"
+
+
+def _describe_subscription(subscription: Mapping[str, Any]) -> str:
+    scope = subscription.get("filter") or {}
+    parts = [
+        f"{key}={','.join(scope[key])}"
+        for key in ("projects", "stages", "services")
+        if scope.get(key)
+    ]
+    webhook = subscription.get("webhook")
+    if webhook:
+        parts.append(f"-> {webhook['url']} ({webhook.get('mode', 'structured')})")
+    return " ".join(parts) or "any"
+
+
+def add_subscription(api: ApiClient, args: argparse.Namespace) -> int:
+    subscription: dict[str, Any] = {
+        "event": args.event,
+        "filter": {"projects": args.project, "stages": args.stage, "services": args.service},
+    }
+    if args.webhook:
+        if not args.secret:
+            _error("--webhook needs --secret (or CONTROLPLANE_WEBHOOK_SECRET) to sign deliveries")
+            return 2
+        subscription["webhook"] = {"url": args.webhook, "secret": args.secret, "mode": args.mode}
+    print(api.add_subscription(args.integration, subscription))
+    return 0
+
+
+def remove_subscription(api: ApiClient, args: argparse.Namespace) -> int:
+    api.remove_subscription(args.integration, args.subscription)
+    print(f"removed subscription {args.subscription}")
     return 0
 
 

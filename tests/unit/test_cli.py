@@ -452,3 +452,103 @@ def test_a_server_that_does_not_answer(capsys: pytest.CaptureFixture[str]) -> No
 
     assert run(["events", CONTEXT], api) == 2
     assert "did not answer in time" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ integrations
+
+
+def integration(**changes: Any) -> dict[str, Any]:
+    return {
+        "id": "5b1c0f",
+        "name": "checknumber-node",
+        "metadata": {"hostname": "h", "lastseen": "2024-01-31T10:00:00.000Z"},
+        "subscriptions": [
+            {
+                "id": "s-1",
+                "event": "sh.keptn.event.checknumber.triggered",
+                "filter": {"projects": ["seed"], "stages": [], "services": []},
+                "webhook": {"url": "http://127.0.0.1:9001/events", "mode": "binary"},
+            },
+            {
+                "id": "s-2",
+                "event": "sh.keptn.event.other.triggered",
+                "filter": {"projects": [], "stages": [], "services": []},
+            },
+        ],
+        "expires": True,
+        **changes,
+    }
+
+
+def test_integrations_table_shows_last_seen_and_each_subscription(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/controlPlane/v1/uniform/registration"
+        return httpx.Response(200, json=[integration(), integration(id="9", subscriptions=[])])
+
+    assert run(["integrations"], api) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "ID", "LAST", "SEEN", "SUBSCRIPTION", "EVENT", "FILTER"]
+    assert lines[1].startswith("checknumber-node  5b1c0f")
+    assert " ago " in lines[1]
+    assert lines[1].split()[-6:] == [
+        "s-1",
+        "checknumber.triggered",
+        "projects=seed",
+        "->",
+        "http://127.0.0.1:9001/events",
+        "(binary)",
+    ]
+    assert lines[2].split() == ["s-2", "other.triggered", "any"]
+    assert "(none: receives nothing)" in lines[3]
+
+
+def test_integrations_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["integrations", "--json"], lambda _: httpx.Response(200, json=[])) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_subscribe_posts_a_webhook_subscription(capsys: pytest.CaptureFixture[str]) -> None:
+    sent: list[dict[str, Any]] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        assert request.method == "POST"
+        assert request.url.path == "/api/controlPlane/v1/uniform/registration/i-1/subscription"
+        sent.append(json.loads(request.content))
+        return httpx.Response(201, json={"id": "s-9"})
+
+    argv = ["subscribe", "i-1", "checknumber.triggered", "--project", "seed", "--stage", "dev"]
+    argv += ["--webhook", "http://h/x", "--secret", "0123456789abcdef"]
+    assert run(argv, api) == 0
+    assert capsys.readouterr().out.strip() == "s-9"
+    assert sent == [
+        {
+            "event": "checknumber.triggered",
+            "filter": {"projects": ["seed"], "stages": ["dev"], "services": []},
+            "webhook": {"url": "http://h/x", "secret": "0123456789abcdef", "mode": "structured"},
+        }
+    ]
+
+
+def test_subscribe_with_a_webhook_needs_a_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONTROLPLANE_WEBHOOK_SECRET", raising=False)
+
+    def api(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing may be sent")
+
+    assert run(["subscribe", "i-1", "x.triggered", "--webhook", "http://h/x"], api) == 2
+    assert "--secret" in capsys.readouterr().err
+
+
+def test_unsubscribe_and_a_refusal_message(capsys: pytest.CaptureFixture[str]) -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        assert request.method == "DELETE"
+        return httpx.Response(
+            404, json={"code": 404, "message": "integration 'i-1' has no subscription 's-1'"}
+        )
+
+    assert run(["unsubscribe", "i-1", "s-1"], api) == 2
+    assert "has no subscription 's-1'" in capsys.readouterr().err
