@@ -111,7 +111,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, draw: Callable[[], float] = random.random) -> float:
         """The wait after failed attempt number ``attempt`` (1-based), jittered ±``jitter``."""
-        base = min(self.maximum, self.initial * self.factor ** max(attempt - 1, 0))
+        try:
+            base = min(self.maximum, self.initial * self.factor ** max(attempt - 1, 0))
+        except OverflowError:  # a message redelivered for days: the power outgrew floats
+            base = self.maximum
         return max(0.0, base * (1 + self.jitter * (2 * draw() - 1)))
 
 
@@ -227,13 +230,26 @@ class WebhookDispatcher:
             await ack.retry(0)
             raise
         except Exception:
-            logger.exception("webhook.dispatch_failed", extra={"event_id": event.id})
-            await ack.retry(self._retry.delay(ack.attempt, self._draw))
+            # A bug or an event we cannot encode: retried like a failed delivery, but not for
+            # ever (the consumer itself has no delivery limit).
+            attempt = ack.attempt
+            logger.exception(
+                "webhook.dispatch_failed", extra={"event_id": event.id, "attempt": attempt}
+            )
+            if attempt >= self._retry.attempts:
+                await self._done(event, ack)
+            else:
+                await ack.retry(self._retry.delay(attempt, self._draw))
 
     async def _attempt(self, event: Envelope, ack: Settle) -> None:
         attempt = ack.attempt
         settled = self._settled_targets.setdefault(event.id, set())
-        if attempt > 1 and not await self._is_open(event.type, event.id):
+        # Only a task's .triggered can end; the open check never finds a sequence's.
+        if (
+            attempt > 1
+            and _triggered_task(event.type) is not None
+            and not await self._is_open(event.type, event.id)
+        ):
             logger.info("webhook.task_ended", extra={"event_id": event.id, "attempt": attempt})
             await self._done(event, ack)
             return
@@ -266,8 +282,9 @@ class WebhookDispatcher:
                 waiting = True
             else:
                 logger.warning("webhook.given_up", extra=log)
-                settled.add(subscription.id)
                 await self._give_up(event, integration, subscription, result, attempt)
+                # Only now: if the answer could not be published, the retry gives up again.
+                settled.add(subscription.id)
         if waiting:
             await ack.retry(self._retry.delay(attempt, self._draw))
         else:
@@ -289,13 +306,8 @@ class WebhookDispatcher:
         result: DeliveryResult,
         attempt: int,
     ) -> None:
-        try:
-            parsed = eventtypes.parse(event.type)
-        except eventtypes.EventTypeError:
-            return
-        if not isinstance(parsed, TaskEventType) or parsed.phase is not Phase.TRIGGERED:
-            return
-        if not await self._is_open(event.type, event.id):
+        parsed = _triggered_task(event.type)
+        if parsed is None or not await self._is_open(event.type, event.id):
             return
         assert subscription.webhook is not None
         tries = "attempt" if attempt == 1 else "attempts"
@@ -337,3 +349,14 @@ class WebhookDispatcher:
             triggered_id=event.id,
             gitcommitid=event.gitcommitid,
         )
+
+
+def _triggered_task(event_type: str) -> TaskEventType | None:
+    """The task of a task's ``.triggered`` type; None for a sequence's or anything else."""
+    try:
+        parsed = eventtypes.parse(event_type)
+    except eventtypes.EventTypeError:
+        return None
+    if isinstance(parsed, TaskEventType) and parsed.phase is Phase.TRIGGERED:
+        return parsed
+    return None

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from controlplane.adapters.http import schemas
+from controlplane.adapters.http.problems import PayloadTooLarge
 from controlplane.adapters.http.services import Services
 from controlplane.application.errors import Rejected
 from controlplane.application.registry import Registry, integration_json
@@ -29,7 +30,7 @@ _MAX_BODY = 65536
 async def _json_body(request: Request) -> object:
     raw = await request.body()
     if len(raw) > _MAX_BODY:
-        raise Rejected(f"the body is larger than {_MAX_BODY} bytes")
+        raise PayloadTooLarge(f"the body is larger than {_MAX_BODY} bytes")
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
