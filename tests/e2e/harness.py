@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -381,3 +382,75 @@ class WebhookReceiver:
 
     def events(self) -> list[dict[str, Any]]:
         return [self.event(headers, body) for headers, body in self.requests]
+
+
+class ServiceProcess:
+    """A task service in another language, run as a process until the block ends.
+
+    It is ready when it prints a line starting with ``ready_prefix`` on stdout; its stderr
+    goes to a log file in the test's folder, shown when it fails to start.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        ready_prefix: str,
+        log: Path,
+        cwd: Path | None = None,
+    ) -> None:
+        self._argv = argv
+        self._env = {**os.environ, **env}
+        self._ready_prefix = ready_prefix
+        self.log = log
+        self._cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_line = ""
+        self._drain: threading.Thread | None = None
+
+    async def __aenter__(self) -> ServiceProcess:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self._argv, stdout=subprocess.PIPE, stderr=log, env=self._env, cwd=self._cwd
+            )
+        try:
+            self.ready_line = await asyncio.wait_for(asyncio.to_thread(self._ready), 30.0)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> str:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(self._ready_prefix):
+                # Keep reading, so that a chatty service never blocks on a full pipe.
+                self._drain = threading.Thread(target=self.process.stdout.read, daemon=True)
+                self._drain.start()
+                return line
+        self.process.wait(5)
+        raise AssertionError(
+            f"{self._argv[0]} exited ({self.process.returncode}) before it was ready:\n"
+            + self.log.read_text(errors="replace")[-3000:]
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self._drain is not None:
+            self._drain.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
