@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from controlplane.application.envelope import format_time
@@ -149,7 +150,7 @@ class Registry:
             existing = self._integrations.get(integration_id)
             created = existing is None or existing.expired(now, self._ttl)
             if existing is not None and not created:
-                subscriptions = existing.subscriptions
+                subscriptions = _refresh_webhooks(existing.subscriptions, subscriptions)
             integration = Integration(
                 id=integration_id,
                 name=name,
@@ -256,6 +257,21 @@ class Registry:
     def _forget(self, integration_id: str) -> None:
         self._integrations.pop(integration_id, None)
         self._persisted_seen.pop(integration_id, None)
+
+
+def _refresh_webhooks(
+    stored: tuple[Subscription, ...], sent: tuple[Subscription, ...]
+) -> tuple[Subscription, ...]:
+    """Keep the stored subscriptions, but take the webhook target the service sends now.
+
+    A push service that restarts may listen on a new address or sign with a new secret;
+    only it knows them. Its filters and the subscriptions themselves stay as stored.
+    """
+    targets = {s.event: s.webhook for s in sent if s.webhook is not None}
+    return tuple(
+        replace(s, webhook=targets[s.event]) if s.webhook is not None and s.event in targets else s
+        for s in stored
+    )
 
 
 def integration_json(integration: Integration) -> dict[str, Any]:

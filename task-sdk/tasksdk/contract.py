@@ -113,6 +113,18 @@ def event_type(task: str, phase: Phase) -> str:
     return f"{PREFIX}{task}.{phase}"
 
 
+def full_event_type(type_: str) -> str:
+    """Expand the short form of an event type that Keptn's API accepts.
+
+    Args:
+        type_: A type such as ``checknumber.triggered`` or ``sh.keptn.event.test.finished``.
+
+    Returns:
+        The type with the ``sh.keptn.event.`` prefix; types under ``sh.keptn.`` unchanged.
+    """
+    return type_ if type_.startswith("sh.keptn.") else PREFIX + type_
+
+
 def parse_event_type(type_: str) -> tuple[str, Phase]:
     """Split a task event type into its task name and phase.
 

@@ -2,7 +2,7 @@
 
 Two kinds of exceptions live here. Handlers *raise* the outcome exceptions to end a task
 with a non-passing result; the SDK turns them into the task's ``.finished`` event. The SDK
-*raises* the others when it is used wrongly or cannot talk to NATS.
+*raises* the others when it is used wrongly or cannot talk to NATS or the control plane API.
 
 Each exception's docstring summary is its default message, so ``raise TaskFailed()`` is
 already meaningful. The hierarchy::
@@ -14,8 +14,11 @@ already meaningful. The hierarchy::
     ├── InvalidEvent           a received message is not a usable task .triggered event
     ├── InvalidAnswer          an answer would break the Keptn contract (bad status/result)
     ├── AlreadyFinished        a task's .finished event was already sent
-    ├── RegistrationError      a task or app name is unusable, or a task is registered twice
-    └── TransportError         NATS could not be reached or the connection was lost
+    ├── RegistrationError      a task or app name is unusable, a task is registered twice, or
+    │                          the control plane refused the integration's registration
+    ├── InvalidSignature       a webhook's Standard Webhooks signature is missing, stale or wrong
+    └── TransportError         NATS or the control plane API could not be reached
+        └── ApiError           the control plane API answered with an error status (.status)
 """
 
 from __future__ import annotations
@@ -90,6 +93,24 @@ class RegistrationError(TaskSdkError):
 
 class TransportError(TaskSdkError):
     """The message transport failed."""
+
+
+class ApiError(TransportError):
+    """The control plane API answered with an error."""
+
+    def __init__(self, message: str | None = None, *, status: int) -> None:
+        """Create the error.
+
+        Args:
+            message: The server's message, or a description of the failed request.
+            status: The HTTP status code of the answer.
+        """
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidSignature(TaskSdkError):
+    """The webhook signature is missing, stale or does not match."""
 
 
 def _default_message(cls: type[TaskSdkError]) -> str:

@@ -14,9 +14,18 @@ Step 4 is skipped for registrations with ``auto_finish=False`` unless the handle
 those finish later through :meth:`TaskContext.finish`.
 
 Why the repeat check: the control plane publishes ``.triggered`` at least once, and core NATS
-passes a repeat on like any message. Answering twice would count as a second executor, so the
-runner remembers recently seen ids (bounded, least recently used first out) and ignores
-repeats. The memory is per process: a repeat that reaches another replica is not caught.
+passes a repeat on like any message; the HTTP pull transport even sees each event again on
+every poll until its task is complete. Answering twice would count as a second executor, so
+the runner remembers the ids it accepted (bounded, least recently seen first out) and ignores
+repeats. A repeat refreshes its id, so an event that stays listed is never forgotten while
+fewer than ``dedupe_size`` accepted events are open at once. The memory is per process: a
+repeat that reaches another replica is not caught. Filters are checked before the memory, so
+events meant for other services do not crowd it.
+
+Following subscriptions: by default every registered task is served. Once :meth:`follow` is
+called (the app does it with what the control plane's registry answers), a task is served only
+while at least one subscription covers its ``.triggered`` type, and an event is accepted only
+if one of those subscriptions admits its scope, besides the handler's own filters.
 """
 
 from __future__ import annotations
@@ -26,12 +35,15 @@ import collections
 import dataclasses
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tasksdk import contract, errors
 from tasksdk.context import ScopedLogger, TaskContext
 from tasksdk.transports.base import Transport
+
+if TYPE_CHECKING:
+    from tasksdk.registry import Subscription
 
 Handler = Callable[[TaskContext], Awaitable[Mapping[str, Any] | None] | Mapping[str, Any] | None]
 """A task handler: takes the context, returns data for ``.finished`` (or None); may be async."""
@@ -109,17 +121,52 @@ class TaskRunner:
         self._seen = _RecentIds(dedupe_size)
         self._slots = asyncio.Semaphore(max_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._subscribed: set[str] = set()
+        self._following: dict[str, tuple[Subscription, ...]] | None = None
+        self._stopping = False
 
     @property
     def inflight(self) -> int:
         """The number of handlers running now."""
         return len(self._inflight)
 
+    @property
+    def served(self) -> frozenset[str]:
+        """The tasks whose ``.triggered`` subject the runner is subscribed to."""
+        return frozenset(self._subscribed)
+
     async def subscribe(self) -> None:
-        """Subscribe to each registered task's ``.triggered`` subject, queue group = source."""
+        """Serve every registered task: subscribe to each ``.triggered`` subject."""
         for task in self._registrations:
-            subject = contract.event_type(task, contract.Phase.TRIGGERED)
-            await self._transport.subscribe(subject, queue=self._source, handler=self.receive)
+            await self._serve(task)
+
+    async def follow(self, subscriptions: Iterable[Subscription]) -> None:
+        """Serve only the tasks some subscription covers, and only the events they admit.
+
+        Subscribes to the subjects of tasks that gained a subscription and unsubscribes from
+        those of tasks that lost their last one. Call it again whenever the subscriptions
+        change; after :meth:`shutdown` has begun it does nothing.
+
+        Args:
+            subscriptions: The subscriptions that apply to this service.
+        """
+        if self._stopping:
+            return
+        applicable = tuple(subscriptions)
+        following = {
+            task: tuple(s for s in applicable if s.covers(_triggered_type(task)))
+            for task in self._registrations
+        }
+        # The new filters hold before the subjects change, so nothing slips through between.
+        self._following = following
+        for task, covering in following.items():
+            if covering and task not in self._subscribed:
+                await self._serve(task)
+                logger.info("runner.serving %s", task)
+            elif not covering and task in self._subscribed:
+                await self._transport.unsubscribe(_triggered_type(task))
+                self._subscribed.discard(task)
+                logger.info("runner.not_serving %s: no subscription asks for it", task)
 
     async def receive(self, payload: bytes) -> None:
         """Handle one received message: start its task in the background if it is accepted.
@@ -155,6 +202,7 @@ class TaskRunner:
         Args:
             grace: Seconds handlers get before they are cancelled.
         """
+        self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         stopping = asyncio.ensure_future(self._transport.stop_receiving())
@@ -184,13 +232,23 @@ class TaskRunner:
         if registration is None:
             logger.debug("runner.unknown_task %s", event.task)
             return None
-        if not self._seen.add(event.id):
-            logger.info("runner.repeat_ignored %s", event.id, extra={"triggered_id": event.id})
-            return None
-        if not registration.accepts(event):
+        if not registration.accepts(event) or not self._subscribed_to(event):
             logger.debug("runner.filtered_out %s", event.id, extra={"triggered_id": event.id})
             return None
+        if not self._seen.add(event.id):
+            logger.debug("runner.repeat_ignored %s", event.id, extra={"triggered_id": event.id})
+            return None
         return registration, event
+
+    def _subscribed_to(self, event: contract.TriggeredEvent) -> bool:
+        if self._following is None:
+            return True
+        return any(s.admits(event) for s in self._following.get(event.task, ()))
+
+    async def _serve(self, task: str) -> None:
+        subject = _triggered_type(task)
+        await self._transport.subscribe(subject, queue=self._source, handler=self.receive)
+        self._subscribed.add(task)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -229,6 +287,8 @@ class TaskRunner:
             await self._transport.publish(started["type"], contract.encode(started))
         except Exception:
             log.exception("task.started_failed")
+            # Nothing was taken on, so a later delivery of the same event gets a new chance.
+            self._seen.discard(event.id)
             return False
         log.info("task.started")
         return True
@@ -297,6 +357,10 @@ async def _finish_errored(ctx: TaskContext, log: ScopedLogger, message: str) -> 
     )
 
 
+def _triggered_type(task: str) -> str:
+    return contract.event_type(task, contract.Phase.TRIGGERED)
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -317,3 +381,7 @@ class _RecentIds:
         if len(self._ids) > self._size:
             self._ids.popitem(last=False)
         return True
+
+    def discard(self, item: str) -> None:
+        """Forget an id."""
+        self._ids.pop(item, None)

@@ -14,17 +14,27 @@ answers the app emitted::
 
 The app runs through the same runner as in production, including filters and the handling of
 repeated event ids; only the transport differs.
+
+To test how the app behaves under the subscriptions an operator may set, give them to the
+environment; it then follows them as the app follows the control plane's registry::
+
+    seed_only = Subscription.for_task("checknumber", projects=["seed"])
+    env = TaskEnvironment(app, subscriptions=[seed_only])
+    assert await env.trigger("checknumber", project="other") == []  # no subscription admits it
+    await env.follow([])  # the subscription was deleted
+    assert "checknumber" not in env.served
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from tasksdk import contract, errors
 from tasksdk.app import TaskApp
+from tasksdk.registry import Subscription
 from tasksdk.runner import TaskRunner
 from tasksdk.transports.memory import MemoryTransport
 
@@ -45,6 +55,7 @@ class TaskEnvironment:
         project: str = "project",
         stage: str = "dev",
         service: str = "service",
+        subscriptions: Iterable[Subscription] | None = None,
     ) -> None:
         """Create the environment.
 
@@ -53,9 +64,12 @@ class TaskEnvironment:
             project: Default ``data.project`` of triggered events.
             stage: Default ``data.stage`` of triggered events.
             service: Default ``data.service`` of triggered events.
+            subscriptions: Follow these subscriptions, as the app does when it is registered
+                with the control plane; None serves every handler (no registration).
         """
         self._app = app
         self._scope = {"project": project, "stage": stage, "service": service}
+        self._subscriptions = None if subscriptions is None else tuple(subscriptions)
         self._transport = MemoryTransport()
         self._stack = contextlib.AsyncExitStack()
         self._runner: TaskRunner | None = None
@@ -144,6 +158,32 @@ class TaskEnvironment:
             if position not in self._sent
         ]
 
+    @property
+    def served(self) -> frozenset[str]:
+        """The tasks the app serves now (all of them unless subscriptions are followed)."""
+        if self._runner is None:
+            if self._subscriptions is None:
+                return frozenset(self._app.registrations)
+            return frozenset(
+                task
+                for task in self._app.registrations
+                if any(
+                    s.covers(contract.event_type(task, contract.Phase.TRIGGERED))
+                    for s in self._subscriptions
+                )
+            )
+        return self._runner.served
+
+    async def follow(self, subscriptions: Iterable[Subscription]) -> None:
+        """Change the followed subscriptions, as a ping answer from the registry would.
+
+        Args:
+            subscriptions: The subscriptions that now apply to the app.
+        """
+        self._subscriptions = tuple(subscriptions)
+        runner = await self._attached()
+        await runner.follow(self._subscriptions)
+
     async def wait(self) -> None:
         """Wait until no handler is running."""
         if self._runner is not None:
@@ -151,7 +191,9 @@ class TaskEnvironment:
 
     async def _attached(self) -> TaskRunner:
         if self._runner is None:
-            self._runner = await self._stack.enter_async_context(self._app.attach(self._transport))
+            self._runner = await self._stack.enter_async_context(
+                self._app.attach(self._transport, subscriptions=self._subscriptions)
+            )
         return self._runner
 
     async def __aenter__(self) -> TaskEnvironment:

@@ -28,6 +28,16 @@ class Transport(Protocol):
         """
         ...
 
+    async def unsubscribe(self, subject: str) -> None:
+        """End this transport's subscriptions on a subject; unknown subjects are ignored.
+
+        Messages already received may still be handed to the handler.
+
+        Args:
+            subject: The subject exactly as it was given to :meth:`subscribe`.
+        """
+        ...
+
     async def publish(self, subject: str, payload: bytes) -> None:
         """Send a message.
 
@@ -43,3 +53,22 @@ class Transport(Protocol):
         Publishing keeps working, so in-flight tasks can still send their answers.
         """
         ...
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Tell whether a subject matches a NATS subscription pattern.
+
+    Args:
+        pattern: A subject where ``*`` stands for one token and a final ``>`` for one or more.
+        subject: A concrete subject.
+
+    Returns:
+        True if NATS would deliver a message on ``subject`` to a subscription on ``pattern``.
+    """
+    wanted, given = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">" and index == len(wanted) - 1:
+            return len(given) > index
+        if index >= len(given) or token not in ("*", given[index]):
+            return False
+    return len(wanted) == len(given)

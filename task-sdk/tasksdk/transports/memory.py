@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterator
 
-from tasksdk.transports.base import MessageHandler
+from tasksdk.transports.base import MessageHandler, subject_matches
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,25 +77,17 @@ class MemoryTransport:
             if subject_matches(group.pattern, subject):
                 await group.next_member()(payload)
 
+    async def unsubscribe(self, subject: str) -> None:
+        """Remove every subscription on a subject (the exact pattern it was subscribed with).
+
+        Args:
+            subject: The subject as given to :meth:`subscribe`.
+        """
+        self._groups = [group for group in self._groups if group.pattern != subject]
+
     async def stop_receiving(self) -> None:
         """Remove all subscriptions."""
         self._groups.clear()
 
 
-def subject_matches(pattern: str, subject: str) -> bool:
-    """Tell whether a subject matches a NATS subscription pattern.
-
-    Args:
-        pattern: A subject where ``*`` stands for one token and a final ``>`` for one or more.
-        subject: A concrete subject.
-
-    Returns:
-        True if NATS would deliver a message on ``subject`` to a subscription on ``pattern``.
-    """
-    wanted, given = pattern.split("."), subject.split(".")
-    for index, token in enumerate(wanted):
-        if token == ">" and index == len(wanted) - 1:
-            return len(given) > index
-        if index >= len(given) or token not in ("*", given[index]):
-            return False
-    return len(wanted) == len(given)
+__all__ = ["MemoryTransport", "Message", "subject_matches"]

@@ -40,7 +40,7 @@ class NatsTransport:
             client: A connected nats-py client.
         """
         self._client = client
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: dict[str, list[Subscription]] = {}
         self._closed = asyncio.Event()
 
     @classmethod
@@ -107,7 +107,7 @@ class NatsTransport:
 
         try:
             subscription = await self._client.subscribe(subject, queue=queue, cb=deliver)
-            self._subscriptions.append(subscription)
+            self._subscriptions.setdefault(subject, []).append(subscription)
             # One round trip, so that the server knows the subscription when this returns.
             await self._client.flush()
         except nats.errors.Error as exc:
@@ -128,9 +128,20 @@ class NatsTransport:
         except nats.errors.Error as exc:
             raise errors.TransportError(f"cannot publish on {subject!r}: {exc}") from exc
 
+    async def unsubscribe(self, subject: str) -> None:
+        """Drain the subscriptions on a subject: unsubscribe, then hand over what was received.
+
+        Args:
+            subject: The subject exactly as given to :meth:`subscribe`; unknown ones are ignored.
+        """
+        await self._drain(self._subscriptions.pop(subject, []))
+
     async def stop_receiving(self) -> None:
         """Drain all subscriptions: unsubscribe, then hand over the messages already received."""
-        subscriptions, self._subscriptions = self._subscriptions, []
+        subscriptions, self._subscriptions = self._subscriptions, {}
+        await self._drain([sub for subs in subscriptions.values() for sub in subs])
+
+    async def _drain(self, subscriptions: list[Subscription]) -> None:
         for subscription in subscriptions:
             if self._client.is_closed:
                 return

@@ -468,3 +468,44 @@ async def test_the_store_gets_every_change(setup: Setup) -> None:
     assert [s.id for s in stored.subscriptions] == [added]
     assert stored.subscriptions[0].webhook is not None
     assert stored.subscriptions[0].webhook.secret == SECRET
+
+
+async def test_a_reregistration_refreshes_the_webhook_target_but_keeps_the_filter() -> None:
+    clock = [1_000.0]
+    registry = Registry(InMemoryIntegrationStore(), ttl=60.0, clock=lambda: clock[0])
+    first = {
+        "name": "pusher",
+        "subscriptions": [
+            {
+                "event": "work.triggered",
+                "webhook": {"url": "http://127.0.0.1:9001/a", "secret": "0123456789abcdef"},
+            }
+        ],
+    }
+    integration_id, _ = await registry.register(first)
+    [stored] = registry.get(integration_id).subscriptions
+    await registry.replace_subscription(
+        integration_id,
+        stored.id,
+        {
+            "event": "work.triggered",
+            "filter": {"projects": ["seed"]},
+            "webhook": {"url": "http://127.0.0.1:9001/a", "secret": "0123456789abcdef"},
+        },
+    )
+    restarted = {
+        "name": "pusher",
+        "subscriptions": [
+            {
+                "event": "work.triggered",
+                "webhook": {"url": "http://127.0.0.1:9002/b", "secret": "fedcba9876543210"},
+            }
+        ],
+    }
+    assert await registry.register(restarted) == (integration_id, False)
+    [kept] = registry.get(integration_id).subscriptions
+    assert kept.id == stored.id
+    assert kept.filter.projects == ("seed",)
+    assert kept.webhook is not None
+    assert kept.webhook.url == "http://127.0.0.1:9002/b"
+    assert kept.webhook.secret == "fedcba9876543210"

@@ -63,3 +63,23 @@ async def test_stop_receiving_ends_delivery() -> None:
 
     assert received == []
     assert len(transport.published) == 1
+
+
+async def test_unsubscribe_ends_the_subscriptions_of_one_subject() -> None:
+    transport = MemoryTransport()
+    received: list[str] = []
+
+    def collector(name: str) -> Callable[[bytes], Awaitable[None]]:
+        async def handler(payload: bytes) -> None:
+            received.append(name)
+
+        return handler
+
+    await transport.subscribe("s.a", queue="q", handler=collector("a"))
+    await transport.subscribe("s.b", queue="q", handler=collector("b"))
+    await transport.unsubscribe("s.a")
+    await transport.unsubscribe("s.unknown")
+    await transport.publish("s.a", b"1")
+    await transport.publish("s.b", b"2")
+
+    assert received == ["b"]
