@@ -293,7 +293,7 @@ async def _up(settings: Settings, data_dir: Path, *, examples: bool) -> int:
         database_url = await asyncio.to_thread(postgres.start, data_dir / "postgres")
         local = settings.model_copy(update={"nats_url": nats_url, "database_url": database_url})
         if examples:
-            example_task = asyncio.create_task(_run_examples(nats_url, stop_examples))
+            example_task = asyncio.create_task(_run_examples(local, nats_url, stop_examples))
         return await serve(local, banner=_banner(local))
     finally:
         stop_examples.set()
@@ -304,21 +304,35 @@ async def _up(settings: Settings, data_dir: Path, *, examples: bool) -> int:
         await asyncio.to_thread(nats_server.stop)
 
 
-async def _run_examples(nats_url: str, stop: asyncio.Event) -> None:
-    """Serve the example task services until ``stop``; the SDK is optional for `serve`."""
+async def _run_examples(settings: Settings, nats_url: str, stop: asyncio.Event) -> None:
+    """Serve the example task services until ``stop``; the SDK is optional for `serve`.
+
+    They connect over NATS like any task service and register with the API (retrying until
+    it is up), so ``controlplane integrations`` lists them.
+    """
     try:
-        from controlplane.examples import checknumber
-    except ImportError:
-        logger.warning("examples.unavailable", extra={"hint": "pip install -e ./task-sdk"})
+        from controlplane.examples import services
+    except ImportError as exc:
+        logger.warning(
+            "examples.unavailable",
+            extra={"reason": str(exc), "hint": "pip install -e ./task-sdk -e '.[examples]'"},
+        )
         return
-    async with checknumber.app.connect(nats_url):
-        logger.info("examples.started", extra={"tasks": "checknumber"})
+    app = services.build_app(image_dirs=services.image_dirs_from_environment())
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    async with app.connect(
+        nats_url, api_url=f"http://{host}:{settings.port}", api_token=settings.api_token
+    ):
+        logger.info("examples.started", extra={"tasks": ",".join(sorted(app.registrations))})
         await stop.wait()
 
 
 def _banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     token = ' -H "x-token: $CONTROLPLANE_API_TOKEN"' if settings.api_token else ""
+    cli_token = ' --token "$CONTROLPLANE_API_TOKEN"' if settings.api_token else ""
+    if url != "http://127.0.0.1:8080":
+        cli_token = f" --url {url}{cli_token}"
     return f"""
 controlplane is up
   API        {url}   (OpenAPI docs: {url}/docs)
@@ -326,12 +340,15 @@ controlplane is up
   data       {settings.data_dir}/
   sequences  {settings.sequences}/
 
-Trigger the example sequence:
+Check a phone number with the example sequence and read its result:
+  controlplane trigger seed dev sequence-one --service phone{cli_token} \\
+    --data '{{"checknumber": {{"number": "+41 44 668 18 00"}}}}' --wait
+or over HTTP (then: curl {url}/api/mongodb-datastore/event?keptnContext=<keptnContext>):
   curl -s {url}/api/v1/event{token} -H 'content-type: application/json' \\
     -d '{{"type": "dev.sequence-one.triggered", "source": "readme",
          "data": {{"project": "seed", "stage": "dev", "service": "phone",
                   "checknumber": {{"number": "+41 44 668 18 00"}}}}}}'
-Watch it:
-  controlplane sequences seed
+Registered task services:
+  controlplane integrations{cli_token}
 Press Ctrl-C to stop.
 """

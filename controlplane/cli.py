@@ -410,10 +410,30 @@ def _verdict(state: Mapping[str, Any], trace: list[dict[str, Any]]) -> int:
         result = "warning"
     else:
         result = "pass"
+    for task, output in _task_outputs(trace):
+        print(f"{task} output: {json.dumps(output, ensure_ascii=False)}")
     overall = str(state.get("state"))
     stages = ", ".join(f"{stage['name']} {stage['state']}" for stage in state.get("stages") or [])
     print(f"sequence {overall}: result {result} ({stages})")
     return 0 if overall == "finished" and result in ("pass", "warning") else 1
+
+
+def _task_outputs(trace: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """What each task reported under its own name in its ``.finished``, oldest first."""
+    outputs = []
+    for event in trace:
+        try:
+            parsed = eventtypes.parse(str(event.get("type", "")))
+        except eventtypes.EventTypeError:
+            continue
+        data = event.get("data") or {}
+        if (
+            isinstance(parsed, eventtypes.TaskEventType)
+            and parsed.phase is Phase.FINISHED
+            and parsed.task in data
+        ):
+            outputs.append((parsed.task, data[parsed.task]))
+    return outputs
 
 
 def _is_sequence_end(event: Mapping[str, Any]) -> bool:

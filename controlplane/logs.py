@@ -53,5 +53,6 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "nats"):
+    # httpx logs every request at info: the example services ping the API every few seconds.
+    for noisy in ("uvicorn.access", "nats", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

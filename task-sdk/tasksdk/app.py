@@ -604,8 +604,10 @@ class TaskApp:
     ) -> AsyncIterator[TaskRunner]:
         """Attach to a transport; with an API, register first and keep the registration up.
 
-        Over NATS and pull the runner follows the subscriptions (it serves nothing until the
-        first answer); for push (``webhook`` given) the control plane picks what to send.
+        Over NATS and pull the runner follows the subscriptions. Until the registry first
+        answers it serves the ones this service declares, so that events sent while the
+        API is still starting (or unreachable) are not missed; for push (``webhook`` given)
+        the control plane picks what to send.
         """
         if api_client is None:
             async with self.attach(transport) as runner:
@@ -617,7 +619,8 @@ class TaskApp:
             [registry.subscription_for(r, webhook=webhook) for r in self._registrations.values()],
             location=location,
         )
-        async with self.attach(transport, subscriptions=None if push else ()) as runner:
+        declared = None if push else registration.subscriptions
+        async with self.attach(transport, subscriptions=declared) as runner:
             integration = registry.Integration(
                 api_client,
                 registration,

@@ -54,6 +54,7 @@ class FakeControlPlane:
         self.event_content_types: list[str] = []
         self.down = False
         self.unreachable_attempts = 0
+        self.unreachable_registrations = 0
         self.fail_events: list[int] = []  # statuses to answer the next POST /api/v1/event with
         self.close_on_finished = True
         self.app = Starlette(
@@ -241,6 +242,8 @@ class _Switchable(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._fake.down:
             self._fake.unreachable_attempts += 1
+            if request.method == "POST" and request.url.path.endswith("/uniform/registration"):
+                self._fake.unreachable_registrations += 1
             raise httpx.ConnectError("connection refused (fake is down)", request=request)
         return await self._asgi.handle_async_request(request)
 

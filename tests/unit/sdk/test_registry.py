@@ -279,7 +279,7 @@ async def test_registration_gives_up_after_ten_attempts() -> None:
             async with two_task_app([]).connect_pull(api, **FAST):
                 pass
 
-    assert fake.unreachable_attempts == 10
+    assert fake.unreachable_registrations == 10
 
 
 async def test_a_refused_registration_fails_at_once_with_the_server_message() -> None:
