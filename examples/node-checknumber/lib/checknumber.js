@@ -82,7 +82,11 @@ export async function checkNumber(input) {
       checknumber: report,
     };
   }
-  return { status: "succeeded", result: "pass", checknumber: report };
+  // Worded as the Python service words it, so either provider reads the same.
+  const kind = (report.numberType ?? "phone").toLowerCase().replaceAll("_", " ");
+  const where = report.country ? ` in ${report.country}` : "";
+  const message = `${report.international} is a valid ${kind} number${where}`;
+  return { status: "succeeded", result: "pass", message, checknumber: report };
 }
 
 function unparseable(number, reason) {

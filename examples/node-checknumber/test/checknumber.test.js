@@ -13,6 +13,7 @@ test("a Zurich fixed line passes", async () => {
   assert.deepEqual(outcome, {
     status: "succeeded",
     result: "pass",
+    message: "+41 44 668 18 00 is a valid fixed line number in CH",
     checknumber: {
       number: "+41 44 668 18 00",
       valid: true,

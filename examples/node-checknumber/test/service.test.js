@@ -195,6 +195,7 @@ describe("a service that does not register", () => {
         service: "phone",
         status: "succeeded",
         result: "pass",
+        message: "+41 44 668 18 00 is a valid fixed line number in CH",
         checknumber: {
           number: "+41 44 668 18 00",
           valid: true,
