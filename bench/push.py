@@ -69,7 +69,15 @@ import nats
 import uvicorn
 from load import Connection, HttpError  # bench/load.py: the keep-alive HTTP/1.1 client
 from nats.aio.msg import Msg
-from run import Children, CpuMeter, children_of, free_port, machine_info, stop_on_signals
+from run import (
+    Children,
+    CpuMeter,
+    await_health,
+    children_of,
+    free_port,
+    machine_info,
+    stop_on_signals,
+)
 
 from controlplane.adapters.nats.embedded import EmbeddedNats
 from controlplane.adapters.postgres.embedded import EmbeddedPostgres
@@ -226,6 +234,30 @@ class Recorder:
         self.hook_answered_before_parse = 0
         self.answered = 0
         self.changed = asyncio.Event()
+
+
+def parse_event(data: bytes) -> dict[str, Any] | None:
+    """A received CloudEvent with an id, or None for anything else."""
+    try:
+        event = json.loads(data)
+        str(event["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def note_nats_receipt(rec: Recorder, data: bytes) -> dict[str, Any] | None:
+    """Record when a ``.triggered`` arrived over NATS; None for garbage and repeats."""
+    arrived, wall = time.perf_counter(), time.time()
+    event = parse_event(data)
+    if event is None:
+        return None
+    event_id = str(event["id"])
+    if event_id in rec.nats:
+        rec.nats_repeats += 1
+        return None
+    rec.nats[event_id] = (arrived, wall, str(event.get("time", "")))
+    return event
 
 
 class WebhookReceiver:
@@ -558,7 +590,7 @@ class PushBench:
             stop_signal=signal.SIGINT,
         )  # fmt: skip
         try:
-            await self._await_health(proc, port, log)
+            await await_health(proc, port, log)
             yield proc, f"http://127.0.0.1:{port}", log
         finally:
             await asyncio.to_thread(self.children.stop, proc)
@@ -570,26 +602,6 @@ class PushBench:
                 await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             finally:
                 await admin.close()
-
-    @staticmethod
-    async def _await_health(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        url = f"http://127.0.0.1:{port}/health"
-        deadline = time.monotonic() + 60
-
-        def probe() -> bool:
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    return bool(response.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
-
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the control plane exited with {proc.returncode}; see {log}")
-            if await asyncio.to_thread(probe):
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the control plane did not become healthy; see {log}")
 
     async def register_webhook(self, base_url: str) -> str:
         body = {
@@ -631,18 +643,9 @@ class PushBench:
         """The raw task service: answers each ``alpha.triggered``; optionally notes receipt."""
 
         async def on_triggered(msg: Msg) -> None:
-            arrived = time.perf_counter()
-            wall = time.time()
-            try:
-                event = json.loads(msg.data)
-                event_id = str(event["id"])
-            except (ValueError, KeyError, TypeError):
+            event = note_nats_receipt(rec, msg.data) if record else parse_event(msg.data)
+            if event is None:
                 return
-            if record:
-                if event_id in rec.nats:
-                    rec.nats_repeats += 1
-                    return
-                rec.nats[event_id] = (arrived, wall, str(event.get("time", "")))
             for subject, payload in answer_bodies(event, source):
                 await nc.publish(subject, payload)
             rec.answered += 1
@@ -660,17 +663,7 @@ class PushBench:
             rec.changed.set()
 
         async def on_triggered(msg: Msg) -> None:
-            arrived = time.perf_counter()
-            wall = time.time()
-            try:
-                event = json.loads(msg.data)
-                event_id = str(event["id"])
-            except (ValueError, KeyError, TypeError):
-                return
-            if event_id in rec.nats:
-                rec.nats_repeats += 1
-                return
-            rec.nats[event_id] = (arrived, wall, str(event.get("time", "")))
+            note_nats_receipt(rec, msg.data)
 
         async def on_finished(msg: Msg) -> None:
             arrived = time.perf_counter()

@@ -342,6 +342,27 @@ def free_port() -> int:
 # ---------------------------------------------------------------------- the bench
 
 
+async def await_health(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait until a started control plane answers /health, or fail naming its log."""
+    url = f"http://127.0.0.1:{port}/health"
+    deadline = time.monotonic() + 60
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the control plane exited with {proc.returncode}; see {log}")
+        if await asyncio.to_thread(probe):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the control plane did not become healthy; see {log}")
+
+
 class Bench:
     def __init__(
         self,
@@ -471,7 +492,7 @@ class Bench:
             env=env,
         )
         try:
-            await self._await_health(proc, port, log)
+            await await_health(proc, port, log)
             yield proc, f"http://127.0.0.1:{port}", log
         finally:
             before = log.stat().st_size if log.exists() else 0
@@ -551,26 +572,6 @@ class Bench:
             {key: (float(value) if key.endswith("_ms") else value) for key, value in row.items()}
             for row in rows
         ]
-
-    @staticmethod
-    async def _await_health(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        url = f"http://127.0.0.1:{port}/health"
-        deadline = time.monotonic() + 60
-
-        def probe() -> bool:
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    return bool(response.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
-
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the control plane exited with {proc.returncode}; see {log}")
-            if await asyncio.to_thread(probe):
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the control plane did not become healthy; see {log}")
 
     # -------------------------------------------------------------- load
 

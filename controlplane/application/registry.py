@@ -116,7 +116,7 @@ class Registry:
         ]
 
     def find_subscription(self, subscription_id: str) -> tuple[Integration, Subscription] | None:
-        """A live subscription by id, wherever it is (the dispatcher checks before a retry)."""
+        """A live subscription by id, wherever it is registered."""
         now = self._clock()
         for integration in self._integrations.values():
             if integration.expired(now, self._ttl):

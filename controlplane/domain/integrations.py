@@ -201,10 +201,10 @@ def parse_registration(body: object) -> tuple[str, Metadata, list[dict[str, Any]
         problems.add("name", f"{name!r} may not contain whitespace, '*' or '>'")
     metadata = _metadata(body.get("metadata"), problems)
     raw_subscriptions = body.get("subscriptions")
-    subscriptions: list[dict[str, Any]] = []
     if raw_subscriptions is None:
-        pass
-    elif not isinstance(raw_subscriptions, list):
+        raw_subscriptions = []
+    subscriptions: list[dict[str, Any]] = []
+    if not isinstance(raw_subscriptions, list):
         problems.add("subscriptions", "must be a list")
     else:
         for index, item in enumerate(raw_subscriptions):
