@@ -22,17 +22,26 @@ import uvicorn
 
 from controlplane.adapters import files
 from controlplane.adapters.http.app import create_app
+from controlplane.adapters.metric_sources import HttpMetricSources
 from controlplane.adapters.nats import jetstream
 from controlplane.adapters.nats.embedded import EmbeddedNats
 from controlplane.adapters.postgres.embedded import EmbeddedPostgres
 from controlplane.adapters.postgres.migrate import migrate as apply_migrations
 from controlplane.adapters.postgres.store import PostgresStore
+from controlplane.adapters.secrets import EnvironmentSecrets
 from controlplane.adapters.webhook_sender import HttpxWebhookSender
 from controlplane.application.definitions import Definitions, ShipyardFile
 from controlplane.application.engine import Engine
 from controlplane.application.envelope import Envelope
+from controlplane.application.evaluation import (
+    GET_SLI_FINISHED,
+    TRIGGERED_SUBJECTS,
+    EvaluationSettings,
+    Evaluator,
+)
 from controlplane.application.queries import Queries
 from controlplane.application.registry import Registry
+from controlplane.application.resources import Resources
 from controlplane.application.webhooks import RetryPolicy, WebhookDispatcher
 from controlplane.settings import Settings
 
@@ -100,6 +109,8 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
     stop_expiry = asyncio.Event()
     dispatcher: WebhookDispatcher | None = None
     sender = HttpxWebhookSender()
+    metric_sources = HttpMetricSources()
+    gate: _QualityGate | None = None
     engine: Engine | None = None
     try:
         await apply_migrations(store.pool)
@@ -147,18 +158,24 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             start_with_new=True,
         )
         await webhook_consumer.ensure()
+        documents = files.YamlDocuments()
+        if settings.builtin_evaluation:
+            gate = await _QualityGate.build(settings, nats, store, engine, metric_sources)
         await engine.start()
         consumer_task = asyncio.create_task(consumer.run(_deliver_to(engine)), name="consumer")
         webhook_task = asyncio.create_task(
             webhook_consumer.run(_deliver_webhooks(dispatcher)), name="webhooks"
         )
         expiry_task = asyncio.create_task(registry.run_expiry(stop_expiry), name="expiry")
+        if gate is not None:
+            await gate.start()
         app = create_app(
             engine=engine,
             definitions=definitions,
             queries=Queries(store),
             registry=registry,
             api_token=settings.api_token,
+            resource_files=Resources(store, definitions, documents),
         )
         config = uvicorn.Config(
             app,
@@ -176,6 +193,9 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
         webhook_consumer.stop()
     finally:
         stop_expiry.set()
+        if gate is not None:
+            await gate.stop()
+        await metric_sources.close()
         if dispatcher is not None:
             await dispatcher.stop()
         for task in (webhook_task, expiry_task):
@@ -193,6 +213,76 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             await nats.drain()
         await store.close()
     return 0
+
+
+class _QualityGate:
+    """The built-in evaluation task: its consumer, its get-sli listener and the evaluator."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        consumer: jetstream.JetStreamConsumer,
+        nats: Any,
+    ) -> None:
+        self._evaluator = evaluator
+        self._consumer = consumer
+        self._nats = nats
+        self._task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], Awaitable[None]] | None = None
+
+    @classmethod
+    async def build(
+        cls,
+        settings: Settings,
+        nats: Any,
+        store: PostgresStore,
+        engine: Engine,
+        sources: HttpMetricSources,
+    ) -> _QualityGate:
+        evaluator = Evaluator(
+            resources=store,
+            history=store,
+            sources=sources,
+            secrets=EnvironmentSecrets(directory=settings.secrets_dir, environ=os.environ),
+            documents=files.YamlDocuments(),
+            events=engine,
+            settings=EvaluationSettings(
+                source_timeout=settings.evaluation_source_timeout,
+                get_sli_timeout=settings.evaluation_get_sli_timeout,
+                prometheus_url=settings.prometheus_url,
+            ),
+        )
+        consumer = jetstream.JetStreamConsumer(
+            nats,
+            stream=settings.stream,
+            name=settings.evaluation_consumer,
+            filter_subjects=TRIGGERED_SUBJECTS,
+            # An evaluation may wait this long for an SLI provider before it answers.
+            ack_wait=settings.evaluation_get_sli_timeout + 30.0,
+            max_ack_pending=1024,
+            description="controlplane built-in quality gate",
+            start_with_new=True,
+        )
+        await consumer.ensure()
+        return cls(evaluator, consumer, nats)
+
+    async def start(self) -> None:
+        self._unlisten = await jetstream.listen(
+            self._nats, GET_SLI_FINISHED, self._evaluator.on_answer
+        )
+        self._task = asyncio.create_task(
+            self._consumer.run(self._evaluator.receive), name="evaluations"
+        )
+
+    async def stop(self) -> None:
+        self._consumer.stop()
+        await self._evaluator.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=5.0)
+        if self._unlisten is not None:
+            with contextlib.suppress(Exception):
+                await self._unlisten()
 
 
 class _Server(uvicorn.Server):

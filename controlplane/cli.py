@@ -13,6 +13,7 @@ the server refused (4xx) or a control plane that cannot be reached.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ FINAL_STATES = ("finished", "aborted", "timedOut")
 OPEN_STAGE_STATES = ("triggered", "started", "waiting", "paused")
 _PAGE = 100
 _REGISTRATION = "/api/controlPlane/v1/uniform/registration"
+_RESOURCES = "/api/resource-service/v1"
 _REQUEST_TIMEOUT = 10.0
 
 Command = Callable[["ApiClient", argparse.Namespace], int]
@@ -54,7 +56,7 @@ def add_client_commands(subparsers: Any) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(func=run_validate)
 
-    trigger = _client_parser(subparsers, "trigger", "start a sequence")
+    trigger = client_parser(subparsers, "trigger", "start a sequence")
     trigger.add_argument("project")
     trigger.add_argument("stage")
     trigger.add_argument("sequence")
@@ -79,23 +81,23 @@ def add_client_commands(subparsers: Any) -> None:
     trigger.add_argument("--poll-interval", type=float, default=0.2, help=argparse.SUPPRESS)
     trigger.set_defaults(func=client_handler(trigger_sequence))
 
-    sequences = _client_parser(subparsers, "sequences", "list a project's sequences and states")
+    sequences = client_parser(subparsers, "sequences", "list a project's sequences and states")
     sequences.add_argument("project")
     sequences.add_argument("--state", default="", help="only sequences in this state")
     sequences.set_defaults(func=client_handler(list_sequences))
 
-    events = _client_parser(subparsers, "events", "show the event trace of a keptnContext")
+    events = client_parser(subparsers, "events", "show the event trace of a keptnContext")
     events.add_argument("context", metavar="CONTEXT")
     events.add_argument("--project", default="")
     events.set_defaults(func=client_handler(show_events))
 
-    integrations = _client_parser(
+    integrations = client_parser(
         subparsers, "integrations", "list registered task services and their subscriptions"
     )
     integrations.add_argument("--json", action="store_true", help="print the API's JSON")
     integrations.set_defaults(func=client_handler(list_integrations))
 
-    subscribe = _client_parser(subparsers, "subscribe", "add a subscription to an integration")
+    subscribe = client_parser(subparsers, "subscribe", "add a subscription to an integration")
     subscribe.add_argument("integration", metavar="INTEGRATION_ID")
     subscribe.add_argument("event", metavar="EVENT", help="e.g. checknumber.triggered")
     for scope in ("project", "stage", "service"):
@@ -111,7 +113,7 @@ def add_client_commands(subparsers: Any) -> None:
     subscribe.add_argument("--mode", choices=("structured", "binary"), default="structured")
     subscribe.set_defaults(func=client_handler(add_subscription))
 
-    unsubscribe = _client_parser(subparsers, "unsubscribe", "remove a subscription")
+    unsubscribe = client_parser(subparsers, "unsubscribe", "remove a subscription")
     unsubscribe.add_argument("integration", metavar="INTEGRATION_ID")
     unsubscribe.add_argument("subscription", metavar="SUBSCRIPTION_ID")
     unsubscribe.set_defaults(func=client_handler(remove_subscription))
@@ -121,14 +123,15 @@ def add_client_commands(subparsers: Any) -> None:
         ("resume", "resume a paused sequence"),
         ("abort", "abort a sequence"),
     ):
-        control = _client_parser(subparsers, action, text)
+        control = client_parser(subparsers, action, text)
         control.add_argument("context", metavar="CONTEXT")
         control.add_argument("--project", required=True)
         control.add_argument("--stage", default="", help="only this stage")
         control.set_defaults(func=client_handler(control_sequence), action=action)
 
 
-def _client_parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
+def client_parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand with the ``--url`` and ``--token`` options every API command has."""
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
     parser.add_argument(
         "--url",
@@ -233,7 +236,7 @@ class ApiClient:
             key: value for key, value in (("keptnContext", context), ("state", state)) if value
         }
         body = self._call(
-            "GET", f"/api/controlPlane/v1/sequence/{_segment(project)}", params=params
+            "GET", f"/api/controlPlane/v1/sequence/{quote_segment(project)}", params=params
         )
         return list(body["states"])
 
@@ -253,7 +256,8 @@ class ApiClient:
     def control(self, project: str, context: str, action: str, stage: str) -> None:
         self._call(
             "POST",
-            f"/api/controlPlane/v1/sequence/{_segment(project)}/{_segment(context)}/control",
+            f"/api/controlPlane/v1/sequence/{quote_segment(project)}"
+            f"/{quote_segment(context)}/control",
             json={"state": action, "stage": stage},
         )
 
@@ -261,12 +265,37 @@ class ApiClient:
         return list(self._call("GET", _REGISTRATION))
 
     def add_subscription(self, integration: str, subscription: Mapping[str, Any]) -> str:
-        path = f"{_REGISTRATION}/{_segment(integration)}/subscription"
+        path = f"{_REGISTRATION}/{quote_segment(integration)}/subscription"
         return str(self._call("POST", path, json=subscription)["id"])
 
     def remove_subscription(self, integration: str, subscription: str) -> None:
-        path = f"{_REGISTRATION}/{_segment(integration)}/subscription/{_segment(subscription)}"
+        path = (
+            f"{_REGISTRATION}/{quote_segment(integration)}"
+            f"/subscription/{quote_segment(subscription)}"
+        )
         self._call("DELETE", path)
+
+    def trigger_evaluation(
+        self, project: str, stage: str, service: str, request: Mapping[str, Any]
+    ) -> str:
+        path = (
+            f"/api/controlPlane/v1/project/{quote_segment(project)}/stage/{quote_segment(stage)}"
+            f"/service/{quote_segment(service)}/evaluation"
+        )
+        return str(self._call("POST", path, json=request)["keptnContext"])
+
+    def put_resources(self, level: str, files: Mapping[str, bytes]) -> str:
+        """Store files at ``level`` (``/project/p[/stage/s[/service/x]]``); returns the version."""
+        resources = [
+            {"resourceURI": uri, "resourceContent": base64.b64encode(content).decode("ascii")}
+            for uri, content in files.items()
+        ]
+        body = self._call("PUT", f"{_RESOURCES}{level}/resource", json={"resources": resources})
+        return str(body.get("commitID", ""))
+
+    def get_resource(self, level: str, uri: str) -> bytes:
+        body = self._call("GET", f"{_RESOURCES}{level}/resource/{quote(uri)}")
+        return base64.b64decode(body["resourceContent"])
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
@@ -281,7 +310,8 @@ class ApiClient:
             ) from None
 
 
-def _segment(value: str) -> str:
+def quote_segment(value: str) -> str:
+    """``value`` escaped to be one segment of a URL path."""
     return quote(value, safe="")
 
 
@@ -458,7 +488,7 @@ def list_sequences(api: ApiClient, args: argparse.Namespace) -> int:
             f"{stage['name']}:{stage['state']}" for stage in state.get("stages") or []
         )
         rows.append((state["time"], state["shkeptncontext"], state["name"], stages, state["state"]))
-    _table(rows)
+    print_table(rows)
     return 0
 
 
@@ -498,7 +528,7 @@ def list_integrations(api: ApiClient, args: argparse.Namespace) -> int:
                     _describe_subscription(subscription),
                 )
             )
-    _table(rows)
+    print_table(rows)
     return 0
 
 
@@ -573,7 +603,7 @@ def _line(event: Mapping[str, Any]) -> str:
     ).rstrip()
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print(

@@ -71,7 +71,44 @@ class Settings(BaseSettings):
     webhook_consumer: str = Field(
         "webhooks", description="Durable JetStream consumer that drives webhook delivery."
     )
+    builtin_evaluation: bool = Field(
+        True,
+        description="Answer evaluation/evaluate tasks with the built-in quality gate (turn"
+        " off to leave them to an external service such as Keptn's lighthouse).",
+    )
+    prometheus_url: str = Field(
+        "", description="Prometheus server for indicators whose sli.yaml names none."
+    )
+    evaluation_source_timeout: float = Field(
+        10.0, description="How long one metric source may take to give a value."
+    )
+    evaluation_get_sli_timeout: float = Field(
+        120.0, description="How long an external SLI provider may take to answer get-sli."
+    )
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of secret files (a mounted Kubernetes Secret) that metric"
+        " sources name; CONTROLPLANE_SECRET_<NAME> variables are read first.",
+    )
+    evaluation_consumer: str = Field(
+        "evaluations", description="Durable JetStream consumer of the built-in quality gate."
+    )
     batch_size: int = Field(512, ge=1, description="Most events the engine commits at once.")
+    api_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The control plane's HTTP API, as `controlplane operator` reaches it.",
+    )
+    operator_namespaces: str = Field(
+        "",
+        description="Namespaces whose Sequences `controlplane operator` watches, comma-separated"
+        " exact names; empty watches every namespace.",
+    )
+    operator_liveness_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="Port of the operator's liveness probe (GET /healthz); 0 turns it off.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_format: str = Field("text", description="text (for people) or json (for collectors).")
 
@@ -81,6 +118,8 @@ class Settings(BaseSettings):
         "webhook_timeout",
         "webhook_backoff",
         "webhook_backoff_max",
+        "evaluation_source_timeout",
+        "evaluation_get_sli_timeout",
         mode="before",
     )
     @classmethod

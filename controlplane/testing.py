@@ -18,7 +18,7 @@ import yaml
 from controlplane.application import admission
 from controlplane.application.envelope import Envelope, parse_time
 from controlplane.application.errors import Conflict, ControlPlaneError, InvalidEvent, NotFound
-from controlplane.application.ports import EventFilter, Page, ProjectRecord
+from controlplane.application.ports import EventFilter, Page, ProjectRecord, Resource
 from controlplane.domain import eventtypes
 from controlplane.domain.errors import InvalidShipyard
 from controlplane.domain.execution import Execution
@@ -309,3 +309,38 @@ class InMemoryIntegrationStore:
     async def delete_integrations(self, ids: Sequence[str]) -> None:
         for integration_id in ids:
             self.integrations.pop(integration_id, None)
+
+
+class InMemoryResourceStore:
+    """Configuration files in a dict, versioned like the PostgreSQL store."""
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[str, str, str, str], Resource] = {}
+
+    async def get_resource(
+        self, project: str, stage: str, service: str, uri: str
+    ) -> Resource | None:
+        return self.files.get((project, stage, service, uri))
+
+    async def list_resources(self, project: str, stage: str, service: str) -> list[Resource]:
+        return sorted(
+            (
+                resource
+                for key, resource in self.files.items()
+                if key[:3] == (project, stage, service)
+            ),
+            key=lambda resource: resource.uri,
+        )
+
+    async def put_resources(self, resources: Sequence[Resource]) -> list[Resource]:
+        stored = []
+        for resource in resources:
+            key = (resource.project, resource.stage, resource.service, resource.uri)
+            current = self.files.get(key)
+            version = current.version + 1 if current else 1
+            self.files[key] = replace(resource, version=version)
+            stored.append(self.files[key])
+        return stored
+
+    async def delete_resource(self, project: str, stage: str, service: str, uri: str) -> bool:
+        return self.files.pop((project, stage, service, uri), None) is not None

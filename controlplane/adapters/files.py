@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from controlplane.application.ports import InvalidDocument
 from controlplane.domain.errors import InvalidShipyard, Problem
 from controlplane.domain.shipyard import Shipyard, parse_shipyard
 
@@ -211,3 +213,21 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
         size += sum(_expanded_size(item, memo) for item in node.value)
     memo[id(node)] = size
     return size
+
+
+class YamlDocuments:
+    """Reads and writes configuration files (slo.yaml, sli.yaml); the ``DocumentReader`` port."""
+
+    def load(self, text: str, source: str) -> Any:
+        """Parse ``text`` safely; raises ``InvalidDocument`` naming ``source`` and the line."""
+        try:
+            return yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            raise InvalidDocument(f"{where}: not valid YAML: {exc.problem}") from None
+        except yaml.YAMLError as exc:
+            raise InvalidDocument(f"{source}: not valid YAML: {exc}") from None
+
+    def dump(self, document: Any) -> str:
+        return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)

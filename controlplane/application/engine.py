@@ -75,6 +75,9 @@ class _Work:
     # Whether the event store must be asked if this event was seen before: not needed for
     # a first delivery of a message stored after the engine started (it would be in memory).
     verify: bool = True
+    # Made in this process (the quality gate's answers): stored, then published from the
+    # outbox like the engine's own events.
+    internal: bool = False
 
 
 @dataclass(slots=True)
@@ -212,6 +215,24 @@ class Engine:
         """
         fresh = first_seen_at is not None and first_seen_at >= self._started_at
         await self._inbox.put(_Work(envelope=envelope, ack=ack, verify=not fresh))
+
+    async def submit(self, events: Sequence[Envelope]) -> None:
+        """Store and publish events made inside the control plane, as if they had arrived.
+
+        For built-in task services (the quality gate): their answers take the engine's
+        path without a round trip through the bus, and a request they send to another
+        service (``get-sli.triggered``) is stored before anyone can answer it. Returns once
+        every event is committed; raises the engine's refusal (an ended task, say).
+        """
+        if not self._ready:
+            raise Unavailable("the control plane is starting; try again shortly")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[str]] = []
+        for envelope in events:
+            future: asyncio.Future[str] = loop.create_future()
+            futures.append(future)
+            await self._inbox.put(_Work(envelope=envelope, future=future, internal=True))
+        await asyncio.gather(*futures)
 
     async def control(self, project: str, keptn_context: str, action: str, stage: str = "") -> None:
         if action not in ("pause", "resume", "abort"):
@@ -407,7 +428,8 @@ class Engine:
             self._forget(item.forget)
             return ""
         assert item.envelope is not None
-        return self._receive(item.envelope, item.from_api, existing, batch, publish=item.from_api)
+        publish = item.from_api or item.internal
+        return self._receive(item.envelope, item.from_api, existing, batch, publish=publish)
 
     def _receive(
         self,
@@ -545,6 +567,11 @@ class Engine:
         execution = self._executions.get(execution_id) if execution_id else None
         if execution is None:
             known = self._recent.get(envelope.triggered_id) or existing.get(envelope.triggered_id)
+            if known is not None and _foreign_request(known):
+                # An answer to a request between services (the quality gate's get-sli, say):
+                # kept in the event store, as Keptn's datastore kept it, but no task of ours.
+                self._store_event(envelope, publish=publish, batch=batch)
+                return envelope.keptn_context or known.keptn_context
             if known is not None and known.type.endswith(".triggered"):
                 raise TaskEnded(
                     f"the task {known.type} with id {envelope.triggered_id!r} has already ended"
@@ -843,3 +870,14 @@ def _is_trigger(envelope: Envelope) -> bool:
     except eventtypes.EventTypeError:
         return False
     return isinstance(parsed, SequenceEventType) and parsed.phase == Phase.TRIGGERED
+
+
+def _foreign_request(known: StoredEvent) -> bool:
+    """A task ``.triggered`` that another service sent, not one of our sequences' tasks."""
+    if known.source == machine.SOURCE:
+        return False
+    try:
+        parsed = eventtypes.parse(known.type)
+    except eventtypes.EventTypeError:
+        return False
+    return isinstance(parsed, TaskEventType) and parsed.phase == Phase.TRIGGERED

@@ -193,13 +193,146 @@ class IntegrationStore(Protocol):
     async def delete_integrations(self, ids: Sequence[str]) -> None: ...
 
 
+class EventSink(Protocol):
+    async def submit(self, events: Sequence[Envelope]) -> None:
+        """Store and publish events made in this process; raises if they are refused."""
+        ...
+
+
 class Publisher(Protocol):
     async def publish(self, events: Sequence[Envelope]) -> None:
         """Publish and wait until the broker stored every one; raise if it did not."""
         ...
 
 
+class Settle(Protocol):
+    """How a consumer of the bus settles one message (the JetStream adapter's ``Ack``).
+
+    ``retry`` asks for a redelivery after ``delay`` seconds (the broker's own when None);
+    ``attempt`` counts deliveries, from 1.
+    """
+
+    @property
+    def attempt(self) -> int: ...
+
+    async def processed(self) -> bool: ...
+
+    async def retry(self, delay: float | None = None) -> bool: ...
+
+
 class ShipyardReader(Protocol):
     def read(self, text: str, source: str) -> Shipyard:
         """Parse shipyard YAML; raises ``InvalidShipyard`` with field paths and lines."""
+        ...
+
+
+class InvalidDocument(ValueError):
+    """A configuration file is not well-formed YAML; the message says where."""
+
+
+class DocumentReader(Protocol):
+    def load(self, text: str, source: str) -> Any:
+        """Parse YAML text; raises :class:`InvalidDocument` naming ``source`` and the line."""
+        ...
+
+    def dump(self, document: Any) -> str:
+        """Render a document as YAML (for quoting an inline configuration back)."""
+        ...
+
+
+class SourceFailure(Exception):
+    """A metric source could not give a value; the message says which source and why.
+
+    Raised by :class:`MetricSources`; the evaluator turns it into a failed indicator value
+    naming the objective, so one bad source never fails an evaluation as a whole.
+    """
+
+
+class MetricSources(Protocol):
+    """Reads metric values over HTTP: Prometheus' query API and any JSON endpoint."""
+
+    async def query_prometheus(
+        self,
+        url: str,
+        query: str,
+        *,
+        at: float,
+        headers: Mapping[str, str],
+        time_limit: float,
+    ) -> float:
+        """Run an instant PromQL query at epoch ``at`` against the server at ``url``.
+
+        Returns the single value of a scalar or one-sample vector result; raises
+        :class:`SourceFailure` for anything else (no data, several series, NaN, HTTP or
+        transport errors, a timeout after ``time_limit`` seconds).
+        """
+        ...
+
+    async def fetch_json(
+        self,
+        url: str,
+        *,
+        method: str,
+        headers: Mapping[str, str],
+        body: str | None,
+        time_limit: float,
+    ) -> Any:
+        """Fetch ``url`` and return its parsed JSON body; raises :class:`SourceFailure`."""
+        ...
+
+
+class Secrets(Protocol):
+    """Named credentials of the control plane (environment or a mounted secret volume)."""
+
+    def get(self, name: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A configuration file kept per project, stage or service (Keptn's resource service).
+
+    ``stage`` and ``service`` are empty for a project-level (or stage-level) file.
+    """
+
+    project: str
+    stage: str
+    service: str
+    uri: str
+    content: str
+    version: int = 1
+    updated_at: float = 0.0
+
+
+class ResourceStore(Protocol):
+    async def get_resource(
+        self, project: str, stage: str, service: str, uri: str
+    ) -> Resource | None: ...
+
+    async def list_resources(self, project: str, stage: str, service: str) -> list[Resource]:
+        """The files of exactly this level, by URI."""
+        ...
+
+    async def put_resources(self, resources: Sequence[Resource]) -> list[Resource]:
+        """Insert or replace, all or nothing; returns them with their new versions."""
+        ...
+
+    async def delete_resource(self, project: str, stage: str, service: str, uri: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PastEvaluation:
+    """An earlier ``evaluation.finished`` that relative criteria compare against."""
+
+    event_id: str
+    indicator_results: list[Any]
+
+
+class EvaluationHistory(Protocol):
+    async def past_evaluations(
+        self, project: str, stage: str, service: str, *, results: Sequence[str], limit: int
+    ) -> list[PastEvaluation]:
+        """Newest first, filtered on ``data.result`` by ``results`` (empty: any result).
+
+        Evaluations that an ``evaluation.invalidated`` names are left out.
+        """
         ...

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controlplane.application.envelope import Envelope, format_time
-from controlplane.application.ports import Publisher
+from controlplane.application.ports import Publisher, Settle
 from controlplane.application.registry import Registry
 from controlplane.domain import eventtypes
 from controlplane.domain.eventtypes import Phase, TaskEventType
@@ -84,17 +84,6 @@ class WebhookSender(Protocol):
     async def send(self, request: WebhookRequest, *, time_limit: float) -> DeliveryResult:
         """POST the request; never raises for an unreachable or failing receiver."""
         ...
-
-
-class Settle(Protocol):
-    """How the dispatcher settles a consumed message (the JetStream adapter's ``Ack``)."""
-
-    @property
-    def attempt(self) -> int: ...
-
-    async def processed(self) -> bool: ...
-
-    async def retry(self, delay: float | None = None) -> bool: ...
 
 
 OpenCheck = Callable[[str, str], Awaitable[bool]]

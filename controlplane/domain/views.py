@@ -15,6 +15,8 @@ from controlplane.domain import eventtypes
 from controlplane.domain.execution import EventRef, Execution, StageView, State
 
 _FAILED_RESULTS = {"fail"}
+# Keptn's task name, and the alias the built-in quality gate also answers.
+_EVALUATION_TASKS = {"evaluation", "evaluate"}
 _FAILED_STATUSES = {"errored"}
 
 
@@ -36,7 +38,7 @@ def observe(
     if isinstance(parsed, eventtypes.TaskEventType):
         evaluation_data = data.get("evaluation")
         if (
-            parsed.task == "evaluation"
+            parsed.task in _EVALUATION_TASKS
             and parsed.phase == eventtypes.Phase.FINISHED
             and isinstance(evaluation_data, Mapping)
             and "score" in evaluation_data

@@ -17,8 +17,9 @@ It answers ``data.extract-metadata`` with ``format`` (``"JPEG"``), ``width`` and
 (pixels), ``camera`` (``{"make", "model"}`` or null), ``software`` (the editing program, or
 null), ``takenAt`` (ISO 8601 from DateTimeOriginal, else DateTime, or null), ``gps``
 (``{"latitude", "longitude", "altitude"}`` in degrees and metres, altitude may be null; or
-null) and ``hasExif``. A photo without EXIF passes with nulls; input that is not an image
-fails.
+null), ``hasExif``, and two yes/no facts for quality gates: ``hasGps`` and ``edited`` (an
+editing program is named). A photo without EXIF passes with nulls; input that is not an
+image fails.
 
 ``geolookup`` reads the position from ``data.extract-metadata.gps`` (the previous task's
 output), or from ``data.geolookup.latitude``/``longitude`` when those are given, and the
@@ -103,6 +104,9 @@ class Metadata(TypedDict):
     takenAt: str | None
     gps: Gps | None
     hasExif: bool
+    # Yes/no facts as booleans, so a quality gate can read them as 1 and 0.
+    hasGps: bool
+    edited: bool
 
 
 class PlaceOutput(TypedDict):
@@ -507,15 +511,19 @@ def read_metadata(image: LoadedImage) -> Metadata:
         # SyntaxError, struct.error, ...); all of them mean "not an image we can read".
         raise TaskFailed(f"{image.label} is not a readable image ({exc})") from None
     make, model = _text(base.get(ExifTags.Base.Make)), _text(base.get(ExifTags.Base.Model))
+    software = _text(base.get(ExifTags.Base.Software))
+    position = _gps(gps)
     return {
         "format": image_format,
         "width": width,
         "height": height,
         "camera": {"make": make, "model": model} if make or model else None,
-        "software": _text(base.get(ExifTags.Base.Software)),
+        "software": software,
         "takenAt": _taken_at(base, details),
-        "gps": _gps(gps),
+        "gps": position,
         "hasExif": bool(base),
+        "hasGps": position is not None,
+        "edited": software is not None,
     }
 
 

@@ -17,12 +17,14 @@ from controlplane.adapters.http.routes import (
     events,
     health,
     projects,
+    resources,
     sequences,
     uniform,
 )
 from controlplane.adapters.http.services import DefinitionsApi, EngineApi, Services
 from controlplane.application.queries import Queries
 from controlplane.application.registry import Registry
+from controlplane.application.resources import Resources
 
 __all__ = ["DefinitionsApi", "EngineApi", "create_app"]
 
@@ -40,15 +42,16 @@ def create_app(
     registry: Registry,
     api_token: str | None,
     max_event_bytes: int = 65536,
+    resource_files: Resources | None = None,
 ) -> FastAPI:
-    services = Services(engine, definitions, queries, registry, max_event_bytes)
+    services = Services(engine, definitions, queries, registry, max_event_bytes, resource_files)
     app = FastAPI(
         title="controlplane",
         version=controlplane.__version__,
         description=DESCRIPTION,
         docs_url="/docs",
     )
-    for module in (events, sequences, datastore, projects, uniform, health):
+    for module in (events, sequences, datastore, projects, resources, uniform, health):
         app.include_router(module.router(services))
     problems.install(app)
     if api_token:

@@ -13,6 +13,7 @@ from controlplane.application.admission import IncomingEvent
 from controlplane.application.ports import ProjectRecord
 from controlplane.application.queries import Queries
 from controlplane.application.registry import Registry
+from controlplane.application.resources import Resources
 from controlplane.domain.shipyard import Shipyard
 
 
@@ -50,3 +51,4 @@ class Services:
     queries: Queries
     registry: Registry
     max_event_bytes: int = 65536
+    resources: Resources | None = None

@@ -933,3 +933,28 @@ class _Backoff:
 
     def reset(self) -> None:
         self._next = self._first
+
+
+async def listen(
+    client: Client, subject: str, handler: Callable[[Envelope], None]
+) -> Callable[[], Awaitable[None]]:
+    """Hand every event on ``subject`` (core NATS, no durability) to ``handler``.
+
+    For answers a waiting request can afford to miss (it has its own time limit), such as
+    the quality gate's ``get-sli.finished``: every replica sees every answer and keeps the
+    ones it waits for. Undecodable messages are logged and skipped. Returns an unsubscribe.
+    """
+
+    async def deliver(msg: Msg) -> None:
+        try:
+            envelope = wire.decode(msg.data)
+        except wire.WireError as error:
+            logger.warning("nats.garbage", extra={"subject": msg.subject, "reason": str(error)})
+            return
+        try:
+            handler(envelope)
+        except Exception:
+            logger.exception("nats.listener_failed", extra={"subject": msg.subject})
+
+    subscription = await client.subscribe(subject, cb=deliver)
+    return subscription.unsubscribe

@@ -107,3 +107,21 @@ CREATE TABLE integrations (
     updated_at timestamptz      NOT NULL DEFAULT now(),
     CONSTRAINT integrations_pkey PRIMARY KEY (id)
 );
+
+-- Configuration files per project, stage and service (slo.yaml, sli.yaml, ...).
+CREATE TABLE resources (
+    project    text             NOT NULL,
+    stage      text             NOT NULL DEFAULT '',
+    service    text             NOT NULL DEFAULT '',
+    uri        text             NOT NULL,
+    content    text             NOT NULL,
+    version    integer          NOT NULL DEFAULT 1,
+    updated_at double precision NOT NULL,
+    CONSTRAINT resources_pkey PRIMARY KEY (project, stage, service, uri),
+    CONSTRAINT resources_project_fkey FOREIGN KEY (project)
+        REFERENCES projects (name) ON DELETE CASCADE
+);
+
+-- Past evaluations of a service, newest first, for relative criteria.
+CREATE INDEX events_evaluations_idx ON events (project, stage, service, seq)
+    WHERE type IN ('sh.keptn.event.evaluation.finished', 'sh.keptn.event.evaluate.finished');

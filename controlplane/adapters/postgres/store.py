@@ -221,6 +221,36 @@ DELETE FROM pauses WHERE keptn_context IN (
 """
 
 
+_RESOURCE_COLUMNS = "project, stage, service, uri, content, version, updated_at"
+
+_PUT_RESOURCE = f"""
+INSERT INTO resources AS r (project, stage, service, uri, content, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (project, stage, service, uri) DO UPDATE
+SET content = excluded.content, updated_at = excluded.updated_at, version = r.version + 1
+RETURNING {_RESOURCE_COLUMNS}
+"""
+
+# Keptn's lighthouse asked its datastore for the newest evaluation.finished events of the
+# service, optionally only those with a pass (or warning) result, leaving out the ones an
+# evaluation.invalidated names (by the evaluation's id or by the triggered id they share).
+_EVALUATION_TYPES = "('sh.keptn.event.evaluation.finished', 'sh.keptn.event.evaluate.finished')"
+_PAST_EVALUATIONS = f"""
+SELECT e.id, (e.body #> '{{data,evaluation,indicatorResults}}')::text AS indicator_results
+FROM events AS e
+WHERE e.type IN {_EVALUATION_TYPES}
+  AND e.project = $1 AND e.stage = $2 AND e.service = $3
+  AND (cardinality($4::text[]) = 0 OR (e.body #>> '{{data,result}}') = ANY($4::text[]))
+  AND NOT EXISTS (
+      SELECT 1 FROM events AS i
+      WHERE i.triggered_id <> '' AND i.triggered_id IN (e.id, e.triggered_id)
+        AND i.type IN ('sh.keptn.event.evaluation.invalidated',
+                       'sh.keptn.event.evaluate.invalidated'))
+ORDER BY e.seq DESC
+LIMIT $5
+"""
+
+
 class UnstorableEvent(ports.UnstorableEvent):
     """The event or execution holds what PostgreSQL cannot store.
 
@@ -434,6 +464,71 @@ class PostgresStore:
             await self._pool.execute(
                 "DELETE FROM integrations WHERE id = ANY($1::text[])", list(ids)
             )
+
+    # ResourceStore -----------------------------------------------------------------------
+
+    async def get_resource(
+        self, project: str, stage: str, service: str, uri: str
+    ) -> ports.Resource | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources"
+            " WHERE project = $1 AND stage = $2 AND service = $3 AND uri = $4",
+            project,
+            stage,
+            service,
+            uri,
+        )
+        return None if row is None else ports.Resource(**row)
+
+    async def list_resources(self, project: str, stage: str, service: str) -> list[ports.Resource]:
+        rows = await self._pool.fetch(
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources"
+            " WHERE project = $1 AND stage = $2 AND service = $3 ORDER BY uri",
+            project,
+            stage,
+            service,
+        )
+        return [ports.Resource(**row) for row in rows]
+
+    async def put_resources(self, resources: Sequence[ports.Resource]) -> list[ports.Resource]:
+        stored: list[ports.Resource] = []
+        async with self._pool.acquire() as connection, connection.transaction():
+            for resource in resources:
+                row = await connection.fetchrow(
+                    _PUT_RESOURCE,
+                    resource.project,
+                    resource.stage,
+                    resource.service,
+                    resource.uri,
+                    resource.content,
+                    resource.updated_at,
+                )
+                assert row is not None  # an upsert always returns its row
+                stored.append(ports.Resource(**row))
+        return stored
+
+    async def delete_resource(self, project: str, stage: str, service: str, uri: str) -> bool:
+        deleted = await self._pool.fetchval(
+            "DELETE FROM resources WHERE project = $1 AND stage = $2 AND service = $3"
+            " AND uri = $4 RETURNING true",
+            project,
+            stage,
+            service,
+            uri,
+        )
+        return bool(deleted)
+
+    # EvaluationHistory -------------------------------------------------------------------
+
+    async def past_evaluations(
+        self, project: str, stage: str, service: str, *, results: Sequence[str], limit: int
+    ) -> list[ports.PastEvaluation]:
+        rows = await self._pool.fetch(
+            _PAST_EVALUATIONS, project, stage, service, list(results), max(limit, 0)
+        )
+        return [
+            ports.PastEvaluation(row["id"], _json_list(row["indicator_results"])) for row in rows
+        ]
 
     async def shipyard_versions(self, name: str) -> list[ports.ProjectRecord]:
         """Every stored version of a project's shipyard, oldest first (for audits and tests)."""
@@ -804,3 +899,8 @@ def _version_values(stored: ports.ProjectRecord) -> tuple[object, ...]:
         stored.origin,
         stored.updated_at,
     )
+
+
+def _json_list(text: str | None) -> list[Any]:
+    value = json.loads(text) if text else None
+    return value if isinstance(value, list) else []

@@ -48,6 +48,7 @@ async def test_the_paris_sample_has_camera_time_and_the_eiffel_tower_position() 
     assert metadata["software"] is None
     assert metadata["takenAt"] == "2024-06-14T09:30:12+02:00"
     assert metadata["hasExif"] is True
+    assert (metadata["hasGps"], metadata["edited"]) == (True, False)
     gps = metadata["gps"]
     assert gps["latitude"] == pytest.approx(48.8584, abs=1e-4)
     assert gps["longitude"] == pytest.approx(2.2945, abs=1e-4)
@@ -59,6 +60,7 @@ async def test_the_zurich_sample_shows_its_editing_software() -> None:
     metadata = (await extract({"image": "zurich-edited.jpg"}))["extract-metadata"]
 
     assert metadata["software"] == "Adobe Photoshop 25.0"
+    assert (metadata["hasGps"], metadata["edited"]) == (True, True)
     assert metadata["camera"] == {"make": "NIKON CORPORATION", "model": "NIKON Z 6"}
     assert metadata["takenAt"] == "2024-07-01T17:45:00"  # DateTimeOriginal, not the edit
     assert metadata["gps"]["latitude"] == pytest.approx(47.3769, abs=1e-4)
@@ -72,6 +74,7 @@ async def test_a_photo_without_gps_passes_and_falls_back_to_datetime() -> None:
     assert data["result"] == "pass"
     metadata = data["extract-metadata"]
     assert metadata["gps"] is None
+    assert metadata["hasGps"] is False
     assert metadata["camera"] == {"make": "FUJIFILM", "model": "X100V"}
     assert metadata["takenAt"] == "2023-12-24T16:20:00"
 
@@ -89,6 +92,8 @@ async def test_a_photo_without_exif_passes_with_nulls() -> None:
         "takenAt": None,
         "gps": None,
         "hasExif": False,
+        "hasGps": False,
+        "edited": False,
     }
 
 
