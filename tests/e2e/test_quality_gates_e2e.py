@@ -24,7 +24,9 @@ import nats
 import pytest
 
 from controlplane.examples import services
+from tests import fixtures_prometheus
 from tests.e2e.harness import ControlPlane, events, eventually, post_event, trigger, wait_state
+from tests.fixtures_prometheus import RunningPrometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -384,3 +386,68 @@ async def test_the_cli_prints_the_objectives_and_gates_on_the_result(
     assert "Evaluation failed since the calculated score of 0 is below the target value of 90" in (
         failed.stdout
     )
+
+
+# ---------------------------------------------------------------------- Prometheus
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[RunningPrometheus]:
+    try:
+        binary = fixtures_prometheus.find_prometheus()
+    except fixtures_prometheus.PrometheusUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir()
+    with fixtures_prometheus.running_prometheus(workdir, binary=binary) as server:
+        yield server
+
+
+async def scraped(prometheus: RunningPrometheus, series: str, value: float) -> None:
+    async def probe() -> bool:
+        found = await asyncio.to_thread(prometheus.query, series)
+        return bool(found) and float(found[0]["value"][1]) == value
+
+    await eventually(probe, timeout=20.0, what=f"Prometheus to scrape {series} = {value}")
+
+
+async def test_a_gate_over_prometheus_follows_the_metric(
+    e2e_nats: str, database_url: str, tmp_path: Path, prometheus: RunningPrometheus
+) -> None:
+    plane = ControlPlane(
+        nats_url=e2e_nats,
+        database_url=database_url,
+        sequences=SEED,
+        workdir=tmp_path,
+        extra=("--prometheus-url", prometheus.url),
+    )
+    await plane.start()
+    series = 'checkout_latency_ms{service="shop"}'
+    try:
+        async with plane.client() as client:
+            await upload(
+                client,
+                "shop",
+                **{
+                    "slo.yaml": "objectives:\n"
+                    "  - sli: latency\n"
+                    "    pass: [{criteria: ['<500']}]\n"
+                    "    warning: [{criteria: ['<800']}]\n"
+                    "total_score: {pass: '90%', warning: '50%'}\n",
+                    "sli.yaml": "indicators:\n"
+                    "  latency: 'max_over_time(checkout_latency_ms{service=\"$SERVICE\"}[1m])'\n",
+                },
+            )
+            prometheus.exporter.set("checkout_latency_ms", 420, {"service": "shop"})
+            await scraped(prometheus, series, 420)
+            fast = await evaluate(client, "shop")
+            prometheus.exporter.set("checkout_latency_ms", 650, {"service": "shop"})
+            await scraped(prometheus, series, 650)
+            slow = await evaluate(client, "shop")
+    finally:
+        plane.stop()
+
+    assert fast["data"]["result"] == "pass"
+    assert fast["data"]["evaluation"]["indicatorResults"][0]["value"]["value"] == 420
+    assert slow["data"]["result"] == "warning"
+    assert slow["data"]["evaluation"]["indicatorResults"][0]["value"]["value"] == 650
