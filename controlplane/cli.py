@@ -32,6 +32,7 @@ from controlplane.application.envelope import parse_time
 from controlplane.domain import durations, eventtypes
 from controlplane.domain.errors import InvalidShipyard
 from controlplane.domain.eventtypes import Phase, SequenceEventType
+from controlplane.domain.quality_gate import go_number
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 SOURCE = "controlplane-cli"
@@ -442,6 +443,8 @@ def _verdict(state: Mapping[str, Any], trace: list[dict[str, Any]]) -> int:
         result = "pass"
     for task, output in _task_outputs(trace):
         print(f"{task} output: {json.dumps(output, ensure_ascii=False)}")
+    for verdict in _gate_verdicts(trace):
+        print_verdict(verdict)
     overall = str(state.get("state"))
     stages = ", ".join(f"{stage['name']} {stage['state']}" for stage in state.get("stages") or [])
     print(f"sequence {overall}: result {result} ({stages})")
@@ -464,6 +467,18 @@ def _task_outputs(trace: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         ):
             outputs.append((parsed.task, data[parsed.task]))
     return outputs
+
+
+def _gate_verdicts(trace: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
+    """The data of each quality gate's ``.finished`` (it reports under ``evaluation``)."""
+    verdicts = []
+    for event in trace:
+        data = event.get("data") or {}
+        if str(event.get("type", "")).endswith(
+            (".evaluation.finished", ".evaluate.finished")
+        ) and isinstance(data.get("evaluation"), Mapping):
+            verdicts.append(data)
+    return verdicts
 
 
 def _is_sequence_end(event: Mapping[str, Any]) -> bool:
@@ -609,3 +624,59 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def print_verdict(data: Mapping[str, Any]) -> None:
+    """One row per objective, then the score, the result and the gate's message."""
+    details = data.get("evaluation") or {}
+    results = details.get("indicatorResults") or []
+    if results:
+        rows: list[tuple[str, ...]] = [
+            ("OBJECTIVE", "VALUE", "COMPARED", "PASS", "WARNING", "STATUS", "SCORE")
+        ]
+        rows.extend(_row(item) for item in results if isinstance(item, Mapping))
+        print_table(rows)
+        print("(a target marked ! is violated)")
+    score = details.get("score", 0)
+    print(
+        f"score {_number(score)}: {details.get('result') or data.get('result', '')}"
+        f" (status {data.get('status', '')}, result {data.get('result', '')})"
+    )
+    if data.get("message"):
+        print(str(data["message"]))
+
+
+def _row(item: Mapping[str, Any]) -> tuple[str, ...]:
+    value = item.get("value") or {}
+    name = str(item.get("displayName") or value.get("metric") or "?")
+    if value.get("success") is False:
+        measured = f"- ({value.get('message', 'no value')})"
+    else:
+        measured = _number(value.get("value"))
+    return (
+        name,
+        measured,
+        _number(value.get("comparedValue")),
+        _targets(item.get("passTargets")),
+        _targets(item.get("warningTargets")),
+        str(item.get("status", "")),
+        _number(item.get("score")),
+    )
+
+
+def _targets(targets: object) -> str:
+    if not isinstance(targets, list) or not targets:
+        return "-"
+    parts = []
+    for target in targets:
+        if not isinstance(target, Mapping):
+            continue
+        mark = "!" if target.get("violated") else ""
+        parts.append(f"{target.get('criteria', '')}={_number(target.get('targetValue'))}{mark}")
+    return " ".join(parts) or "-"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return go_number(float(value))

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from controlplane import cli
 from controlplane.domain import durations
-from controlplane.domain.quality_gate import go_number
 
 _FINISHED = ("sh.keptn.event.evaluation.finished", "sh.keptn.event.evaluate.finished")
 
@@ -95,7 +93,7 @@ def run_evaluation(api: cli.ApiClient, args: argparse.Namespace) -> int:
         )
         return 1
     data = finished.get("data") or {}
-    print_verdict(data)
+    cli.print_verdict(data)
     return 0 if data.get("result") in ("pass", "warning") else 1
 
 
@@ -110,62 +108,6 @@ def _await_verdict(
         if time.monotonic() >= deadline:
             return None
         time.sleep(interval)
-
-
-def print_verdict(data: Mapping[str, Any]) -> None:
-    """One row per objective, then the score, the result and the gate's message."""
-    details = data.get("evaluation") or {}
-    results = details.get("indicatorResults") or []
-    if results:
-        rows: list[tuple[str, ...]] = [
-            ("OBJECTIVE", "VALUE", "COMPARED", "PASS", "WARNING", "STATUS", "SCORE")
-        ]
-        rows.extend(_row(item) for item in results if isinstance(item, Mapping))
-        cli.print_table(rows)
-        print("(a target marked ! is violated)")
-    score = details.get("score", 0)
-    print(
-        f"score {_number(score)}: {details.get('result') or data.get('result', '')}"
-        f" (status {data.get('status', '')}, result {data.get('result', '')})"
-    )
-    if data.get("message"):
-        print(str(data["message"]))
-
-
-def _row(item: Mapping[str, Any]) -> tuple[str, ...]:
-    value = item.get("value") or {}
-    name = str(item.get("displayName") or value.get("metric") or "?")
-    if value.get("success") is False:
-        measured = f"- ({value.get('message', 'no value')})"
-    else:
-        measured = _number(value.get("value"))
-    return (
-        name,
-        measured,
-        _number(value.get("comparedValue")),
-        _targets(item.get("passTargets")),
-        _targets(item.get("warningTargets")),
-        str(item.get("status", "")),
-        _number(item.get("score")),
-    )
-
-
-def _targets(targets: object) -> str:
-    if not isinstance(targets, list) or not targets:
-        return "-"
-    parts = []
-    for target in targets:
-        if not isinstance(target, Mapping):
-            continue
-        mark = "!" if target.get("violated") else ""
-        parts.append(f"{target.get('criteria', '')}={_number(target.get('targetValue'))}{mark}")
-    return " ".join(parts) or "-"
-
-
-def _number(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "-"
-    return go_number(float(value))
 
 
 # ---------------------------------------------------------------------- resource

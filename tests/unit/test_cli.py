@@ -552,3 +552,36 @@ def test_unsubscribe_and_a_refusal_message(capsys: pytest.CaptureFixture[str]) -
 
     assert run(["unsubscribe", "i-1", "s-1"], api) == 2
     assert "has no subscription 's-1'" in capsys.readouterr().err
+
+
+def test_trigger_wait_prints_a_quality_gates_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    gate = event(
+        "evaluate.finished",
+        "g-1",
+        "2024-01-31T10:00:02.000Z",
+        status="succeeded",
+        result="warning",
+        message="Evaluation returned a warning",
+        evaluation={
+            "result": "warning",
+            "score": 66.66666666666666,
+            "indicatorResults": [
+                {
+                    "displayName": "Distance (km)",
+                    "status": "fail",
+                    "score": 0,
+                    "value": {"metric": "distance_km", "value": 490.5, "success": True},
+                    "passTargets": [{"criteria": "<=25", "targetValue": 25, "violated": True}],
+                    "warningTargets": None,
+                }
+            ],
+        },
+    )
+    fake = Sequence([(state("finished", "succeeded"), [TRIGGERED, gate, *finished("warning")])])
+
+    assert run(WAIT, fake) == 0
+
+    out = capsys.readouterr().out
+    assert "Distance (km)  490.5" in out
+    assert "<=25=25!" in out
+    assert "score 66.66666666666666: warning" in out

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controlplane import quality_gate_cli
+from controlplane import cli, quality_gate_cli
 
 CONTEXT = "5f0f1a8e-2b7c-4f5e-9d3a-1c2b3a4d5e6f"
 EVALUATION_PATH = "/api/controlPlane/v1/project/shop/stage/dev/service/carts/evaluation"
@@ -92,7 +92,7 @@ def finished(data: dict[str, Any]) -> dict[str, Any]:
 def test_the_verdict_is_a_table_of_objectives_then_the_score(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    quality_gate_cli.print_verdict(VERDICT)
+    cli.print_verdict(VERDICT)
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
