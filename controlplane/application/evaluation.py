@@ -52,13 +52,14 @@ from controlplane.domain.errors import DomainError
 from controlplane.domain.eventtypes import Phase
 from controlplane.domain.execution import derived_id
 from controlplane.domain.quality_gate import GateOutcome
+from controlplane.domain.shipyard import GATE_TASKS, SLI_KEYS, SLO_KEYS
 from controlplane.domain.sli import IndicatorValue, Timeframe
 from controlplane.domain.sli_sources import IndicatorSpec, SliConfig
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-TASKS = ("evaluation", "evaluate")
+TASKS = GATE_TASKS
 TRIGGERED_SUBJECTS = tuple(eventtypes.task(name, Phase.TRIGGERED) for name in TASKS)
 GET_SLI = "get-sli"
 GET_SLI_FINISHED = eventtypes.task(GET_SLI, Phase.FINISHED)
@@ -68,8 +69,6 @@ TRIGGER_SOURCE = "https://github.com/keptn/keptn/api"
 SLO_FILE = "slo.yaml"
 # Keptn's prometheus-service kept its queries in prometheus/sli.yaml; ours is sli.yaml.
 SLI_FILES = (("prometheus/sli.yaml", "prometheus"), ("sli.yaml", "prometheus"))
-_SLO_KEYS = ("objectives", "total_score", "comparison", "filter")
-_SLI_KEYS = ("indicators", "source", "provider", "prometheus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +272,8 @@ class Evaluator:
         inline = _inline(event.data, task)
         slo_document: Any = None
         slo_text = ""
-        if any(key in inline for key in _SLO_KEYS):
-            slo_document = {key: inline[key] for key in _SLO_KEYS if key in inline}
+        if any(key in inline for key in SLO_KEYS):
+            slo_document = {key: inline[key] for key in SLO_KEYS if key in inline}
             slo_text = self._documents.dump(slo_document)
         else:
             stored = await self._stored(event, SLO_FILE)
@@ -292,9 +291,9 @@ class Evaluator:
                     default_source=default_source,
                 )
                 sli = layer if sli is None else sli_sources.merge_sli(sli, layer)
-        if any(key in inline for key in _SLI_KEYS):
+        if any(key in inline for key in SLI_KEYS):
             layer = sli_sources.parse_sli(
-                {key: inline[key] for key in _SLI_KEYS if key in inline}, default_source="data"
+                {key: inline[key] for key in SLI_KEYS if key in inline}, default_source="data"
             )
             sli = layer if sli is None else sli_sources.merge_sli(sli, layer)
         parsed = slo.parse_slo(slo_document) if slo_document is not None else None

@@ -19,11 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.domain import durations
+from controlplane.domain import durations, sli_sources, slo
 from controlplane.domain.errors import InvalidShipyard, Problem, UnknownSequence
 
 API_VERSION_PREFIX = "spec.keptn.sh/"
 EVALUATION = "evaluation"
+# The built-in quality gate answers both; its properties may hold the whole gate, the SLO
+# keys of Keptn's slo.yaml and the source keys of our sli.yaml.
+GATE_TASKS = (EVALUATION, "evaluate")
+SLO_KEYS = ("objectives", "total_score", "comparison", "filter")
+SLI_KEYS = ("indicators", "source", "provider", "prometheus")
 NAME_RULE = re.compile(r"(^[a-z][a-z0-9-]*[a-z0-9]$)|(^[a-z][a-z0-9]*$)")
 _SEMVER = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[-+].*)?$")
 _RESULTS = ("pass", "warning")
@@ -265,8 +270,32 @@ def _tasks(raw: object, sequence_path: str, out: _Collector) -> tuple[Task, ...]
         if properties is not None and not isinstance(properties, Mapping):
             out.add(f"{path}.properties", f"must be a mapping, got {_kind(properties)}")
             properties = None
+        if properties and name in GATE_TASKS:
+            _check_gate(properties, f"{path}.properties", out)
         tasks.append(Task(name, delay, dict(properties) if properties else None))
     return tuple(tasks)
+
+
+def _check_gate(properties: Mapping[str, Any], path: str, out: _Collector) -> None:
+    """A quality gate written inline must be readable now, not fail at its first run."""
+    slo_part = {key: properties[key] for key in SLO_KEYS if key in properties}
+    if slo_part:
+        try:
+            parsed = slo.parse_slo(slo_part)
+        except slo.InvalidSLO as exc:
+            for problem in exc.problems:
+                out.add(f"{path}.{problem.path}", problem.message)
+        else:
+            for text in slo.criteria_problems(parsed):
+                where, _, message = text.partition(": ")
+                out.add(f"{path}.{where}", message)
+    sli_part = {key: properties[key] for key in SLI_KEYS if key in properties}
+    if sli_part:
+        try:
+            sli_sources.parse_sli(sli_part, default_source=sli_sources.DATA)
+        except sli_sources.InvalidSLI as exc:
+            for problem in exc.problems:
+                out.add(f"{path}.{problem.path}", problem.message)
 
 
 def _delay(raw: object, path: str, out: _Collector) -> float:

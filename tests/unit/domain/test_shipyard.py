@@ -758,3 +758,56 @@ def test_missing_names_are_not_reported_as_duplicates() -> None:
         ("spec.stages[2].sequences[0].name", "every sequence needs a non-empty name"),
         ("spec.stages[2].sequences[1].name", "every sequence needs a non-empty name"),
     ]
+
+
+# ------------------------------------------------------------------ inline quality gates
+
+
+def gate(task: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return doc(
+        {
+            "name": "dev",
+            "sequences": [{"name": "gate", "tasks": [{"name": task, "properties": properties}]}],
+        }
+    )
+
+
+GATE_PATH = "spec.stages[0].sequences[0].tasks[0].properties"
+
+
+@pytest.mark.parametrize("task", ["evaluation", "evaluate"])
+def test_an_inline_gate_is_checked_with_field_paths(task: str) -> None:
+    found = problems(
+        gate(
+            task,
+            {
+                "indicators": {"stock": {"source": "http"}},
+                "objectives": [{"sli": "stock", "pass": [{"criteria": ["<<5"]}]}],
+                "total_score": {"pass": "ninety"},
+            },
+        )
+    )
+
+    paths = sorted(problem.path for problem in found)
+    assert paths == [
+        f"{GATE_PATH}.indicators.stock.url",
+        f"{GATE_PATH}.objectives[0].pass[0].criteria[0]",
+        f"{GATE_PATH}.total_score.pass",
+    ]
+
+
+def test_a_good_inline_gate_and_other_tasks_properties_pass() -> None:
+    shipyard = parse_shipyard(
+        gate(
+            "evaluate",
+            {
+                "indicators": {"gps": "extract-metadata.hasGps"},
+                "objectives": [{"sli": "gps", "pass": [{"criteria": ["=1"]}]}],
+                "total_score": {"pass": "90%"},
+            },
+        )
+    )
+    # Properties of other tasks are theirs to read: nothing is checked.
+    parse_shipyard(gate("deployment", {"objectives": "anything", "indicators": 3}))
+
+    assert shipyard.stages[0].sequences[0].tasks[0].properties is not None
