@@ -108,12 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--namespaces",
         dest="operator_namespaces",
+        metavar="NAMES",
         default=None,
         help="watch these, comma-separated (CONTROLPLANE_OPERATOR_NAMESPACES, default all)",
     )
     operator.add_argument(
         "--liveness-port",
         dest="operator_liveness_port",
+        metavar="PORT",
         default=None,
         help="GET /healthz on this port (CONTROLPLANE_OPERATOR_LIVENESS_PORT, default 8081)",
     )

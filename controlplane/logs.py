@@ -16,6 +16,10 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "color_message",  # uvicorn's coloured duplicate of the message
+    # kopf's bookkeeping on every operator line: its whole settings object and internals.
+    "settings",
+    "k8s_skip",
+    "k8s_ref",
 }
 
 

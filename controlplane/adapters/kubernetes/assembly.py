@@ -151,54 +151,52 @@ class Assembly:
 def assemble(resources: Iterable[SequenceResource]) -> Assembly:
     """Assemble every project's shipyard from ``resources`` (those being deleted are left out)."""
     live = sorted((r for r in resources if not r.deleting), key=_age)
-    choices: dict[ResourceKey, list[Declaration]] = {}
     problems: dict[ResourceKey, list[str]] = {}
-    warnings: dict[ResourceKey, list[str]] = {}
-    for resource in live:
-        current = declare(resource.spec, resource.name)
-        options: list[Declaration] = []
-        if isinstance(current, Declaration):
-            options.append(current)
-        else:
-            problems[resource.key] = current
-        if resource.last_valid is not None:
-            fallback = declare(resource.last_valid, resource.name)
-            if isinstance(fallback, Declaration):
-                options.append(fallback)
-        choices[resource.key] = options
-    chosen = dict.fromkeys(choices, 0)
+    options = {resource.key: _options(resource, problems) for resource in live}
+    chosen = dict.fromkeys(options, 0)  # index into options; past the end: left out
     checked: dict[tuple[ResourceKey, int], tuple[list[str], list[str]]] = {}
     while True:
-        active = {
-            key: choices[key][index] for key, index in chosen.items() if index < len(choices[key])
-        }
-        found: dict[ResourceKey, list[str]] = {}
+        active = {key: options[key][i] for key, i in chosen.items() if i < len(options[key])}
         for key, declaration in active.items():
             if (key, chosen[key]) not in checked:
                 checked[key, chosen[key]] = _local_problems(declaration)
-            local, local_warnings = checked[key, chosen[key]]
-            if local:
-                found[key] = local
-            elif key not in problems and chosen[key] == 0:
-                warnings[key] = local_warnings
+        found = {
+            key: checked[key, chosen[key]][0] for key in active if checked[key, chosen[key]][0]
+        }
         found = found or _duplicates(active, live) or _unreachable_targets(active)
         if not found:
             break
         for key, messages in found.items():
-            if key not in problems:
-                problems[key] = messages
+            problems.setdefault(key, messages)  # the first problems are those of the current spec
             chosen[key] += 1
     return Assembly(
         shipyards=_shipyards(active),
         verdicts={
             resource.key: Verdict(
                 problems=tuple(problems.get(resource.key, ())),
-                warnings=tuple(warnings.get(resource.key, ())),
+                warnings=tuple(checked[resource.key, 0][1] if resource.key not in problems else ()),
                 applied=active.get(resource.key),
             )
             for resource in live
         },
     )
+
+
+def _options(
+    resource: SequenceResource, problems: dict[ResourceKey, list[str]]
+) -> list[Declaration]:
+    """What can stand for ``resource``, best first: its current spec, then its last valid one."""
+    options: list[Declaration] = []
+    current = declare(resource.spec, resource.name)
+    if isinstance(current, Declaration):
+        options.append(current)
+    else:
+        problems[resource.key] = current
+    if resource.last_valid is not None:
+        fallback = declare(resource.last_valid, resource.name)
+        if isinstance(fallback, Declaration):
+            options.append(fallback)
+    return options
 
 
 def declare(spec: JsonMap, default_name: str) -> Declaration | list[str]:

@@ -10,6 +10,7 @@ returned for :class:`SequencesApi`.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from urllib.parse import quote
 
 import httpx
 import kopf
+
+logger = logging.getLogger(__name__)
 
 GROUP = "controlplane.dev"
 VERSION = "v1alpha1"
@@ -39,6 +42,14 @@ class ClusterLogin:
         connection = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
             **kwargs
         )
+        if connection is None:
+            logger.error(
+                "operator.no_credentials",
+                extra={
+                    "reason": "no service account token (not in a pod) and no kubeconfig"
+                    " (KUBECONFIG or ~/.kube/config)"
+                },
+            )
         self.connection = connection
         return connection
 

@@ -6,6 +6,9 @@ many operators as it likes. Every event of a ``Sequence`` (create, update, resum
 restart, delete) runs the same reconciliation; see :mod:`.reconcile` for why that is safe.
 
 Settings chosen for one replica: ``standalone`` (no peering objects to coordinate replicas),
+no scanning of namespaces and CRDs when the namespaces are given by name (kopf then needs no
+cluster-wide permissions; the CRD must exist when the operator starts, which Helm's ``crds/``
+ensures),
 kopf's own bookkeeping in annotations under ``kopf.controlplane.dev/`` (a CRD's status schema
 would prune kopf's status fields), the finalizer ``controlplane.dev/shipyard`` (a Sequence
 leaves its project's shipyard before it goes), and the operator's last-valid-spec annotation
@@ -48,7 +51,7 @@ def build_registry(reconciler: Reconciler, login: cluster.ClusterLogin) -> kopf.
     """Handlers for every Sequence event, all running ``reconciler``; ``login`` logs kopf in."""
     registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def log_in(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return login.login(**kwargs)
 
@@ -73,9 +76,13 @@ def sequence_handler(reconciler: Reconciler) -> Callable[..., Awaitable[None]]:
     return reconcile
 
 
-def operator_settings() -> kopf.OperatorSettings:
+def operator_settings(*, namespaced: bool) -> kopf.OperatorSettings:
+    """Settings for one replica; ``namespaced``: the operator watches a list of exact names."""
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True
+    # With exact namespace names there is nothing to discover: no cluster-wide list and watch
+    # of namespaces and CRDs, and so no cluster-wide permissions for a namespaced operator.
+    settings.scanning.disabled = namespaced
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -107,7 +114,7 @@ async def run(
             reconciler = Reconciler(api.ControlPlaneProjects(http), sequences)
             await kopf.operator(
                 registry=build_registry(reconciler, login),
-                settings=operator_settings(),
+                settings=operator_settings(namespaced=bool(namespaces)),
                 standalone=True,
                 clusterwide=not namespaces,
                 namespaces=list(namespaces),

@@ -170,6 +170,8 @@ class Reconciler:
             verdict = outcome.verdicts[resource.key]
             applied = verdict.applied
             result = results.get(applied.project) if applied else None
+            if applied is not None and result is None:
+                continue  # its project was not looked at this round (the closure prevents it)
             shown = _outcome(resource, verdict, result)
             new_status = status.build_status(
                 resource.status, shown, generation=resource.generation, now=now
@@ -223,8 +225,8 @@ def _outcome(
                 f" (project {applied.project!r} keeps the last valid version of this Sequence)"
             )
         return status.Outcome(False, status.Reason.INVALID, message, project, revision)
-    if result is None or applied is None:  # not reached: a valid resource is always applied
-        return status.Outcome(False, status.Reason.INVALID, "not applied", "", None)
+    assert applied is not None, "a valid resource is always applied"
+    assert result is not None, "and its project was looked at"
     if result.error:
         previous_version = resource.status.get("shipyardVersion")
         return status.Outcome(
