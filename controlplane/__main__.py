@@ -120,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="GET /healthz on this port (CONTROLPLANE_OPERATOR_LIVENESS_PORT, default 8081)",
     )
     operator.set_defaults(role="operator")
+    examples = _server_parser(
+        subparsers,
+        "examples",
+        "serve the example task services (checknumber, extract-metadata, geolookup) over NATS",
+        ["--nats-url", "--api-token", "--log-level", "--log-format"],
+    )
+    examples.add_argument(
+        "--api-url",
+        default=None,
+        help="register with the control plane's API (CONTROLPLANE_API_URL)",
+    )
+    examples.set_defaults(role="examples")
     cli.add_client_commands(subparsers)
     quality_gate_cli.add_commands(subparsers)
     return parser
@@ -182,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(bootstrap.serve(settings))
         if role == "operator":
             return _run(_operator(settings))
+        if role == "examples":
+            return bootstrap.examples(settings)
         return _run(bootstrap.migrate(settings))
     except KeyboardInterrupt:
         return 130

@@ -417,6 +417,18 @@ async def _run_examples(settings: Settings, nats_url: str, stop: asyncio.Event) 
         await stop.wait()
 
 
+def examples(settings: Settings) -> int:
+    """Serve the example task services until SIGINT or SIGTERM (their own process, e.g. a pod).
+
+    Needs the ``examples`` extra and the task SDK (the image has both).
+    """
+    from controlplane.examples import services
+
+    app = services.build_app(image_dirs=services.image_dirs_from_environment())
+    app.run(settings.nats_url, api_url=settings.api_url or None, api_token=settings.api_token)
+    return 0
+
+
 def _banner(settings: Settings) -> str:
     url = f"http://{settings.host}:{settings.port}"
     token = ' -H "x-token: $CONTROLPLANE_API_TOKEN"' if settings.api_token else ""

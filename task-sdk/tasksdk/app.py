@@ -20,7 +20,15 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -269,7 +277,9 @@ class TaskApp:
         if nats_url is None:
             nats_url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
         stop = asyncio.Event()
-        with _stop_on_signals(stop):
+        serving = asyncio.Event()
+
+        async def serve_until_stopped() -> None:
             async with self.connect(
                 nats_url,
                 api_url=api_url,
@@ -277,8 +287,12 @@ class TaskApp:
                 ping_interval=ping_interval,
                 **options,
             ) as transport:
+                serving.set()
                 logger.info("app.serving %s %s", self._name, sorted(self._registrations))
                 await _wait_for_stop(stop, transport)
+
+        with _stop_on_signals(stop):
+            await _unless_stopped_early(serve_until_stopped(), stop, serving)
         logger.info("app.stopped %s", self._name)
 
     def run(
@@ -685,6 +699,30 @@ def _check_webhook(secret: str, public_url: str, mode: str) -> None:
         raise errors.RegistrationError(f"public_url must be an http(s) URL, not {public_url!r}")
     if mode not in registry.WEBHOOK_MODES:
         raise errors.RegistrationError(f"mode must be one of {registry.WEBHOOK_MODES}")
+
+
+async def _unless_stopped_early(
+    work: Coroutine[Any, Any, None], stop: asyncio.Event, serving: asyncio.Event
+) -> None:
+    """Run ``work``; a stop that comes before ``serving`` is set cancels it.
+
+    Start-up can take a while (registration retries while the API is down); a signal then
+    must end the process, not wait for the retries. Once serving, ``work`` drains on stop
+    by itself.
+    """
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done() and not serving.is_set():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        logger.info("app.stopped_while_starting")
+        return
+    await task
 
 
 async def _wait_for_stop(stop: asyncio.Event, transport: NatsTransport) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -232,3 +235,39 @@ async def test_sdk_push_secret_must_be_usable(control_plane: ControlPlane) -> No
     short = base64.b64encode(b"x").decode()
     with pytest.raises(Exception, match="secret"):
         work_app("pushed").asgi_push(control_plane.url, short, public_url="http://127.0.0.1:1/")
+
+
+async def test_a_signal_while_registration_retries_stops_the_service_at_once(
+    e2e_nats: str,
+) -> None:
+    """`controlplane examples` with the API down: Ctrl-C ends it without waiting out retries."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "controlplane",
+        "examples",
+        "--nats-url",
+        e2e_nats,
+        "--api-url",
+        "http://127.0.0.1:9",
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CONTROLPLANE_")},
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(20):
+            while b"api.retrying register" not in await process.stderr.readline():
+                pass
+        process.send_signal(signal.SIGINT)
+        moment = time.monotonic()
+        async with asyncio.timeout(10):
+            rest = await process.stderr.read()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == 0, rest.decode()
+    assert time.monotonic() - moment < 5
+    assert b"app.stopped_while_starting" in rest

@@ -385,11 +385,10 @@ def test_plain_external_urls_and_an_existing_dsn_secret(helm: Helm) -> None:
 def test_the_example_services_reach_nats_and_the_api(default_manifests: list[Manifest]) -> None:
     pod = one(default_manifests, "Deployment", f"{FULLNAME}-examples")["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"][:2] == ["python", "-c"]
-    assert "from controlplane.examples.services import app" in container["command"][2]
-    compile(container["command"][2], "examples-command", "exec")
+    assert "command" not in container  # the image's entry point: `controlplane examples`
+    assert container["args"] == ["examples"]
     env = env_of(container)
-    assert env["NATS_URL"]["value"] == f"nats://{FULLNAME}-nats.{NAMESPACE}.svc:4222"
+    assert env["CONTROLPLANE_NATS_URL"]["value"] == f"nats://{FULLNAME}-nats.{NAMESPACE}.svc:4222"
     assert env["CONTROLPLANE_API_URL"]["value"] == f"http://{FULLNAME}.{NAMESPACE}.svc:8080"
     server = one(default_manifests, "Deployment", FULLNAME)["spec"]["template"]["spec"]
     compile(server["initContainers"][0]["command"][2], "wait-command", "exec")
