@@ -26,6 +26,10 @@ from controlplane.application.ports import SourceFailure
 __all__ = ["MAX_BODY", "HttpMetricSources"]
 
 MAX_BODY = 1024 * 1024  # bytes of an answer we read before giving up
+# Requests in flight at once, below the client's pool (100 connections): a queue inside
+# httpcore's pool costs CPU on every change, and requests cancelled there by a time limit
+# can leave the pool wedged for good (encode/httpcore#1093; measured in bench/evaluate.py).
+MAX_IN_FLIGHT = 48
 _EXCERPT = 200  # characters of an unexpected answer quoted in a message
 
 
@@ -33,10 +37,15 @@ class HttpMetricSources:
     """The ``MetricSources`` port over httpx; call :meth:`close` when done."""
 
     def __init__(
-        self, *, client: httpx.AsyncClient | None = None, max_body: int = MAX_BODY
+        self,
+        *,
+        client: httpx.AsyncClient | None = None,
+        max_body: int = MAX_BODY,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._client = client or httpx.AsyncClient(follow_redirects=True)
         self._max_body = max_body
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -117,7 +126,8 @@ class HttpMetricSources:
     ) -> tuple[int, str, bytes]:
         """Status, content type and (capped) body, or a ``SourceFailure`` led by ``where``."""
         try:
-            async with asyncio.timeout(time_limit):
+            # The wait for a free slot counts against the source's time limit.
+            async with asyncio.timeout(time_limit), self._in_flight:
                 return await self._exchange(method, url, params, headers, body, time_limit, where)
         except (TimeoutError, httpx.TimeoutException):
             raise SourceFailure(f"{where}: no answer within {time_limit:g}s") from None

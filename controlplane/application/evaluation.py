@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -58,6 +60,7 @@ from controlplane.domain.sli_sources import IndicatorSpec, SliConfig
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_INLINE_CACHE = 256  # distinct inline gates kept parsed
 
 TASKS = GATE_TASKS
 TRIGGERED_SUBJECTS = tuple(eventtypes.task(name, Phase.TRIGGERED) for name in TASKS)
@@ -134,6 +137,8 @@ class Evaluator:
         self._slots = asyncio.Semaphore(self._settings.max_in_flight)
         self._inflight: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, asyncio.Future[Envelope]] = {}
+        # An inline gate comes with every evaluation of its sequence: parse and quote it once.
+        self._inline: OrderedDict[str, tuple[slo.SLO | None, str, SliConfig | None]] = OrderedDict()
 
     # ------------------------------------------------------------------ from the bus
 
@@ -268,18 +273,43 @@ class Evaluator:
 
     # ------------------------------------------------------------------ configuration
 
+    def _parse_inline(
+        self, inline: Mapping[str, Any]
+    ) -> tuple[slo.SLO | None, str, SliConfig | None]:
+        """The inline SLO (parsed and as YAML text) and sources, cached by content."""
+        key = json.dumps(inline, sort_keys=True, default=str)
+        cached = self._inline.get(key)
+        if cached is not None:
+            self._inline.move_to_end(key)
+            return cached
+        parsed: slo.SLO | None = None
+        text = ""
+        if any(key in inline for key in SLO_KEYS):
+            document = {key: inline[key] for key in SLO_KEYS if key in inline}
+            parsed = slo.parse_slo(document)
+            text = self._documents.dump(document)
+        sources: SliConfig | None = None
+        if any(key in inline for key in SLI_KEYS):
+            sources = sli_sources.parse_sli(
+                {key: inline[key] for key in SLI_KEYS if key in inline}, default_source="data"
+            )
+        self._inline[key] = (parsed, text, sources)
+        if len(self._inline) > _INLINE_CACHE:
+            self._inline.popitem(last=False)
+        return parsed, text, sources
+
     async def _config(self, event: Envelope, task: str) -> _Config:
         inline = _inline(event.data, task)
-        slo_document: Any = None
-        slo_text = ""
-        if any(key in inline for key in SLO_KEYS):
-            slo_document = {key: inline[key] for key in SLO_KEYS if key in inline}
-            slo_text = self._documents.dump(slo_document)
-        else:
+        inline_slo, inline_text, inline_sli = (
+            self._parse_inline(inline) if inline else (None, "", None)
+        )
+        parsed: slo.SLO | None = inline_slo
+        slo_text = inline_text
+        if parsed is None:
             stored = await self._stored(event, SLO_FILE)
             if stored is not None:
                 slo_text, source = stored
-                slo_document = self._documents.load(slo_text, source)
+                parsed = slo.parse_slo(self._documents.load(slo_text, source))
         sli: SliConfig | None = None
         for level in _levels(event.project, event.stage, event.service):
             for uri, default_source in SLI_FILES:
@@ -291,12 +321,8 @@ class Evaluator:
                     default_source=default_source,
                 )
                 sli = layer if sli is None else sli_sources.merge_sli(sli, layer)
-        if any(key in inline for key in SLI_KEYS):
-            layer = sli_sources.parse_sli(
-                {key: inline[key] for key in SLI_KEYS if key in inline}, default_source="data"
-            )
-            sli = layer if sli is None else sli_sources.merge_sli(sli, layer)
-        parsed = slo.parse_slo(slo_document) if slo_document is not None else None
+        if inline_sli is not None:
+            sli = inline_sli if sli is None else sli_sources.merge_sli(sli, inline_sli)
         return _Config(parsed, slo_text, sli)
 
     async def _stored(self, event: Envelope, uri: str) -> tuple[str, str] | None:
