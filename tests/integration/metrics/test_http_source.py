@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -150,6 +151,26 @@ async def test_a_slow_source_hits_the_time_limit(
         await fetch(sources, f"{json_source.url}/slow", time_limit=0.5)
     assert str(caught.value) == f"{json_source.url}/slow: no answer within 0.5s"
     assert time.monotonic() - started < 3
+
+
+async def test_many_timed_out_requests_leave_the_client_working(
+    json_source: JsonSource, sources: HttpMetricSources
+) -> None:
+    """More requests than the pool has connections, all cut off by their time limit.
+
+    The adapter keeps requests out of httpcore's own queue, where cancellation under CPU
+    contention wedged the pool for good in bench/evaluate.py (encode/httpcore#1093). That
+    wedge needs the benchmark's load to show; this test guards the outcome a user relies on:
+    after a burst of timeouts the next request is answered as usual.
+    """
+    slow = [fetch(sources, f"{json_source.url}/slow?n={n}", time_limit=0.5) for n in range(150)]
+
+    outcomes = await asyncio.gather(*slow, return_exceptions=True)
+
+    assert all(isinstance(outcome, SourceFailure) for outcome in outcomes)
+    assert {str(outcome).split(": ", 1)[1] for outcome in outcomes} == {"no answer within 0.5s"}
+    answer = await fetch(sources, f"{json_source.url}/stock", time_limit=3.0)
+    assert answer["items"][0]["count"] == 12
 
 
 async def test_answers_are_capped_at_one_mebibyte(
