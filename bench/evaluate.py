@@ -78,10 +78,10 @@ from run import (
     Children,
     CpuMeter,
     await_health,
-    children_of,
     free_port,
     machine_info,
     percentile,
+    postgres_pids,
     stop_on_signals,
 )
 
@@ -552,14 +552,7 @@ class EndToEnd:
                 await self.nc.close()
 
     def postgres_pids(self) -> list[int]:
-        data_dir = self.postgres.data_dir
-        if data_dir is None:
-            return []
-        try:
-            master = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return []
-        return [master, *children_of(master)]
+        return postgres_pids(self.postgres.data_dir)
 
     @contextlib.asynccontextmanager
     async def control_plane(self) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, str]]:

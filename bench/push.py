@@ -73,9 +73,9 @@ from run import (
     Children,
     CpuMeter,
     await_health,
-    children_of,
     free_port,
     machine_info,
+    postgres_pids,
     stop_on_signals,
 )
 
@@ -505,14 +505,7 @@ class PushBench:
                 await self.nc.close()
 
     def postgres_pids(self) -> list[int]:
-        data_dir = self.postgres.data_dir
-        if data_dir is None:
-            return []
-        try:
-            master = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return []
-        return [master, *children_of(master)]
+        return postgres_pids(self.postgres.data_dir)
 
     def meter(self, cp: subprocess.Popen[bytes]) -> CpuMeter:
         return CpuMeter(

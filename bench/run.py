@@ -258,6 +258,17 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
+def postgres_pids(data_dir: Path | None) -> list[int]:
+    """The embedded PostgreSQL server's processes (postmaster first), for CPU accounting."""
+    if data_dir is None:
+        return []
+    try:
+        master = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return []
+    return [master, *children_of(master)]
+
+
 def machine_ticks() -> dict[str, int]:
     """The first line of /proc/stat: ticks spent by all cores in each state."""
     names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -423,14 +434,7 @@ class Bench:
                 await self.nc.close()
 
     def postgres_pids(self) -> list[int]:
-        data_dir = self.postgres.data_dir
-        if data_dir is None:
-            return []
-        try:
-            master = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return []
-        return [master, *children_of(master)]
+        return postgres_pids(self.postgres.data_dir)
 
     # -------------------------------------------------------------- control plane
 

@@ -332,6 +332,16 @@ class InMemoryResourceStore:
             key=lambda resource: resource.uri,
         )
 
+    async def level_resources(
+        self, project: str, stage: str, service: str, uris: Sequence[str]
+    ) -> list[Resource]:
+        levels = {(project, "", ""), (project, stage, ""), (project, stage, service)}
+        return [
+            resource
+            for (*level, uri), resource in self.files.items()
+            if tuple(level) in levels and uri in uris
+        ]
+
     async def put_resources(self, resources: Sequence[Resource]) -> list[Resource]:
         stored = []
         for resource in resources:

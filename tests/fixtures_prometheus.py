@@ -148,7 +148,7 @@ class MetricsExporter:
                     self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass
+                """Quiet: no line on stderr per request."""
 
         return Handler
 
@@ -439,7 +439,7 @@ class JsonSource:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass
+                """Quiet: no line on stderr per request."""
 
         return Handler
 

@@ -72,6 +72,7 @@ TRIGGER_SOURCE = "https://github.com/keptn/keptn/api"
 SLO_FILE = "slo.yaml"
 # Keptn's prometheus-service kept its queries in prometheus/sli.yaml; ours is sli.yaml.
 SLI_FILES = (("prometheus/sli.yaml", "prometheus"), ("sli.yaml", "prometheus"))
+_STORED_FILES = (SLO_FILE, *(uri for uri, _ in SLI_FILES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,35 +304,39 @@ class Evaluator:
         inline_slo, inline_text, inline_sli = (
             self._parse_inline(inline) if inline else (None, "", None)
         )
+        # Every stored file the gate may read, from all three levels, in one round trip.
+        stored = {
+            (resource.stage, resource.service, resource.uri): resource
+            for resource in await self._resources.level_resources(
+                event.project, event.stage, event.service, _STORED_FILES
+            )
+        }
+        levels = _levels(event.project, event.stage, event.service)
         parsed: slo.SLO | None = inline_slo
         slo_text = inline_text
         if parsed is None:
-            stored = await self._stored(event, SLO_FILE)
-            if stored is not None:
-                slo_text, source = stored
-                parsed = slo.parse_slo(self._documents.load(slo_text, source))
+            # The most specific SLO: the service's, else its stage's, else the project's.
+            for level in reversed(levels):
+                found = stored.get((*level[1:], SLO_FILE))
+                if found is not None:
+                    slo_text = found.content
+                    source = _describe(level, SLO_FILE)
+                    parsed = slo.parse_slo(self._documents.load(slo_text, source))
+                    break
         sli: SliConfig | None = None
-        for level in _levels(event.project, event.stage, event.service):
+        for level in levels:
             for uri, default_source in SLI_FILES:
-                resource = await self._resources.get_resource(*level, uri)
-                if resource is None:
+                found = stored.get((*level[1:], uri))
+                if found is None:
                     continue
                 layer = sli_sources.parse_sli(
-                    self._documents.load(resource.content, _describe(level, uri)),
+                    self._documents.load(found.content, _describe(level, uri)),
                     default_source=default_source,
                 )
                 sli = layer if sli is None else sli_sources.merge_sli(sli, layer)
         if inline_sli is not None:
             sli = inline_sli if sli is None else sli_sources.merge_sli(sli, inline_sli)
         return _Config(parsed, slo_text, sli)
-
-    async def _stored(self, event: Envelope, uri: str) -> tuple[str, str] | None:
-        """The most specific stored file: the service's, else its stage's, else the project's."""
-        for level in reversed(_levels(event.project, event.stage, event.service)):
-            resource = await self._resources.get_resource(*level, uri)
-            if resource is not None:
-                return resource.content, _describe(level, uri)
-        return None
 
     # ------------------------------------------------------------------ measuring
 

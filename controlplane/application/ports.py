@@ -312,6 +312,12 @@ class ResourceStore(Protocol):
         """The files of exactly this level, by URI."""
         ...
 
+    async def level_resources(
+        self, project: str, stage: str, service: str, uris: Sequence[str]
+    ) -> list[Resource]:
+        """The files named ``uris`` that exist at the project, the stage or the service level."""
+        ...
+
     async def put_resources(self, resources: Sequence[Resource]) -> list[Resource]:
         """Insert or replace, all or nothing; returns them with their new versions."""
         ...

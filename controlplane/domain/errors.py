@@ -3,8 +3,11 @@
 Hierarchy::
 
     DomainError
-    ├── InvalidShipyard      a shipyard that does not follow the format (carries every problem)
-    └── UnknownSequence      a trigger names a stage or sequence the shipyard does not have
+    ├── InvalidConfiguration   a document that breaks its format (carries every problem)
+    │   ├── InvalidShipyard    a shipyard
+    │   ├── InvalidSLO         an SLO (slo.py)
+    │   └── InvalidSLI         an indicator configuration (sli_sources.py)
+    └── UnknownSequence        a trigger names a stage or sequence the shipyard does not have
 
 Each docstring is the default message. Expected oddities of a distributed system
 (duplicates, late answers) are not errors: the state machine answers them with a no-op.
@@ -40,13 +43,25 @@ class Problem:
         return f"{prefix}{field}{self.message}"
 
 
-class InvalidShipyard(DomainError):
-    """The shipyard is invalid."""
+class InvalidConfiguration(DomainError):
+    """A configuration document is invalid; it carries every problem found, with paths."""
 
     def __init__(self, problems: Sequence[Problem], source: str = "") -> None:
         self.problems = tuple(problems)
         self.source = source
         super().__init__("; ".join(p.render(source) for p in self.problems))
+
+
+class InvalidShipyard(InvalidConfiguration):
+    """The shipyard is invalid."""
+
+
+def kind_of(value: object) -> str:
+    """What a value is, for a message that says what was found instead of what was wanted."""
+    if value is None:
+        return "nothing"
+    kinds: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 class UnknownSequence(DomainError):

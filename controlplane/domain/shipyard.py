@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.domain import durations, sli_sources, slo
-from controlplane.domain.errors import InvalidShipyard, Problem, UnknownSequence
+from controlplane.domain.errors import InvalidShipyard, Problem, UnknownSequence, kind_of
 
 API_VERSION_PREFIX = "spec.keptn.sh/"
 EVALUATION = "evaluation"
@@ -169,7 +169,7 @@ def parse_shipyard(
     """
     out = _Collector(lines)
     if not isinstance(document, Mapping):
-        out.add("", f"a shipyard is a mapping, got {_kind(document)}")
+        out.add("", f"a shipyard is a mapping, got {kind_of(document)}")
         raise InvalidShipyard(out.problems, source)
     api_version = _api_version(document.get("apiVersion"), out)
     metadata = document.get("metadata")
@@ -215,7 +215,7 @@ def _stages(spec: object, out: _Collector) -> tuple[Stage, ...]:
     for index, item in enumerate(raw):
         path = f"spec.stages[{index}]"
         if not isinstance(item, Mapping):
-            out.add(path, f"a stage is a mapping with 'name' and 'sequences', got {_kind(item)}")
+            out.add(path, f"a stage is a mapping with 'name' and 'sequences', got {kind_of(item)}")
             continue
         name = _name(item.get("name"), f"{path}.name", "stage", out)
         if name and name in seen:
@@ -229,14 +229,14 @@ def _sequences(raw: object, stage_path: str, out: _Collector) -> tuple[Sequence,
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        out.add(f"{stage_path}.sequences", f"must be a list, got {_kind(raw)}")
+        out.add(f"{stage_path}.sequences", f"must be a list, got {kind_of(raw)}")
         return ()
     sequences: list[Sequence] = []
     seen: set[str] = set()
     for index, item in enumerate(raw):
         path = f"{stage_path}.sequences[{index}]"
         if not isinstance(item, Mapping):
-            out.add(path, f"a sequence is a mapping with 'name' and 'tasks', got {_kind(item)}")
+            out.add(path, f"a sequence is a mapping with 'name' and 'tasks', got {kind_of(item)}")
             continue
         name = _name(item.get("name"), f"{path}.name", "sequence", out, rule=False)
         if name and name in seen:
@@ -256,19 +256,19 @@ def _tasks(raw: object, sequence_path: str, out: _Collector) -> tuple[Task, ...]
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        out.add(f"{sequence_path}.tasks", f"must be a list, got {_kind(raw)}")
+        out.add(f"{sequence_path}.tasks", f"must be a list, got {kind_of(raw)}")
         return ()
     tasks: list[Task] = []
     for index, item in enumerate(raw):
         path = f"{sequence_path}.tasks[{index}]"
         if not isinstance(item, Mapping):
-            out.add(path, f"a task is a mapping with 'name', got {_kind(item)}")
+            out.add(path, f"a task is a mapping with 'name', got {kind_of(item)}")
             continue
         name = _name(item.get("name"), f"{path}.name", "task", out, rule=False)
         delay = _delay(item.get("triggeredAfter"), f"{path}.triggeredAfter", out)
         properties = item.get("properties")
         if properties is not None and not isinstance(properties, Mapping):
-            out.add(f"{path}.properties", f"must be a mapping, got {_kind(properties)}")
+            out.add(f"{path}.properties", f"must be a mapping, got {kind_of(properties)}")
             properties = None
         if properties and name in GATE_TASKS:
             _check_gate(properties, f"{path}.properties", out)
@@ -313,13 +313,13 @@ def _triggers(raw: object, sequence_path: str, out: _Collector) -> tuple[Trigger
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        out.add(f"{sequence_path}.triggeredOn", f"must be a list, got {_kind(raw)}")
+        out.add(f"{sequence_path}.triggeredOn", f"must be a list, got {kind_of(raw)}")
         return ()
     triggers: list[Trigger] = []
     for index, item in enumerate(raw):
         path = f"{sequence_path}.triggeredOn[{index}]"
         if not isinstance(item, Mapping):
-            out.add(path, f"must be a mapping with 'event', got {_kind(item)}")
+            out.add(path, f"must be a mapping with 'event', got {kind_of(item)}")
             continue
         event = item.get("event")
         parts = event.split(".") if isinstance(event, str) else []
@@ -334,13 +334,13 @@ def _selector(raw: object, trigger_path: str, out: _Collector) -> Mapping[str, s
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        out.add(f"{trigger_path}.selector", f"must be a mapping with 'match', got {_kind(raw)}")
+        out.add(f"{trigger_path}.selector", f"must be a mapping with 'match', got {kind_of(raw)}")
         return None
     match = raw.get("match")
     if match is None:
         return None
     if not isinstance(match, Mapping):
-        out.add(f"{trigger_path}.selector.match", f"must be a mapping, got {_kind(match)}")
+        out.add(f"{trigger_path}.selector.match", f"must be a mapping, got {kind_of(match)}")
         return None
     return {str(key): str(value) for key, value in match.items()}
 
@@ -378,10 +378,3 @@ def _name(value: object, path: str, what: str, out: _Collector, *, rule: bool = 
             " start with a letter and not end with a dash",
         )
     return value
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    kinds: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
-    return kinds.get(type(value), type(value).__name__)

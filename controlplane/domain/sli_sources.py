@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.domain.errors import DomainError, Problem
+from controlplane.domain.errors import InvalidConfiguration, Problem
 from controlplane.domain.sli import IndicatorValue, Timeframe
 
 DATA = "data"
@@ -97,13 +97,8 @@ _PLAIN_FIELD = {DATA: "path", PROMETHEUS: "query", HTTP: "url", GET_SLI: "query"
 _SHOWN = 60  # characters of a found value quoted in a message
 
 
-class InvalidSLI(DomainError):
+class InvalidSLI(InvalidConfiguration):
     """The SLI configuration is invalid."""
-
-    def __init__(self, problems: list[Problem] | tuple[Problem, ...], source: str = "") -> None:
-        self.problems = tuple(problems)
-        self.source = source
-        super().__init__("; ".join(p.render(source) for p in self.problems))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.domain.errors import DomainError, Problem
+from controlplane.domain.errors import DomainError, InvalidConfiguration, Problem, kind_of
 
 OPERATORS = ("<=", "<", "=", ">=", ">")  # Keptn tries them in this order (a prefix match)
 COMPARE_WITH = ("single_result", "several_results")
@@ -33,13 +33,8 @@ _SCORE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _EXAMPLES = "'<600', '<=+10%' or '>-5'"
 
 
-class InvalidSLO(DomainError):
+class InvalidSLO(InvalidConfiguration):
     """The SLO file is invalid."""
-
-    def __init__(self, problems: Sequence[Problem], source: str = "") -> None:
-        self.problems = tuple(problems)
-        self.source = source
-        super().__init__("; ".join(p.render(source) for p in self.problems))
 
 
 class InvalidCriterion(DomainError):
@@ -334,7 +329,7 @@ def parse_slo(
     if document is None:
         return SLO()
     if not isinstance(document, Mapping):
-        out.add("", f"an SLO file is a mapping with 'objectives', got {_kind(document)}")
+        out.add("", f"an SLO file is a mapping with 'objectives', got {kind_of(document)}")
         raise InvalidSLO(out.found, source)
     slo = SLO(
         objectives=_objectives(document.get("objectives"), out),
@@ -352,7 +347,7 @@ def _objectives(raw: object, out: _Problems) -> tuple[Objective, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        out.add("objectives", f"must be a list of objectives, got {_kind(raw)}")
+        out.add("objectives", f"must be a list of objectives, got {kind_of(raw)}")
         return ()
     objectives: list[Objective] = []
     for index, item in enumerate(raw):
@@ -360,7 +355,7 @@ def _objectives(raw: object, out: _Problems) -> tuple[Objective, ...]:
             continue  # Keptn drops null entries
         path = f"objectives[{index}]"
         if not isinstance(item, Mapping):
-            out.add(path, f"an objective is a mapping with 'sli', got {_kind(item)}")
+            out.add(path, f"an objective is a mapping with 'sli', got {kind_of(item)}")
             continue
         objective = _objective(item, path, out)
         if objective is not None:
@@ -375,7 +370,7 @@ def _objective(item: Mapping[str, Any], path: str, out: _Problems) -> Objective 
         sli = ""
     display_name = item.get("displayName")
     if display_name is not None and not isinstance(display_name, str):
-        out.add(f"{path}.displayName", f"must be a string, got {_kind(display_name)}")
+        out.add(f"{path}.displayName", f"must be a string, got {kind_of(display_name)}")
         display_name = None
     key_sli = item.get("key_sli", False)
     if key_sli is None:
@@ -412,19 +407,19 @@ def _groups(raw: object, path: str, out: _Problems) -> tuple[tuple[str, ...], ..
         return ()
     shape = "a list of {criteria: [...]} groups"
     if not isinstance(raw, list):
-        out.add(path, f"must be {shape}, got {_kind(raw)}")
+        out.add(path, f"must be {shape}, got {kind_of(raw)}")
         return ()
     groups: list[tuple[str, ...]] = []
     for index, item in enumerate(raw):
         group_path = f"{path}[{index}]"
         if not isinstance(item, Mapping) or "criteria" not in item:
-            out.add(group_path, f"must be a mapping with a 'criteria' list, got {_kind(item)}")
+            out.add(group_path, f"must be a mapping with a 'criteria' list, got {kind_of(item)}")
             continue
         criteria = item["criteria"]
         if criteria is None:
             criteria = []
         if not isinstance(criteria, list):
-            out.add(f"{group_path}.criteria", f"must be a list of strings, got {_kind(criteria)}")
+            out.add(f"{group_path}.criteria", f"must be a list of strings, got {kind_of(criteria)}")
             continue
         texts: list[str] = []
         for c_index, text in enumerate(criteria):
@@ -443,7 +438,7 @@ def _total_score(raw: object, out: _Problems) -> TotalScore:
     if raw is None:
         return TotalScore()
     if not isinstance(raw, Mapping):
-        out.add("total_score", f"must be a mapping with 'pass' and 'warning', got {_kind(raw)}")
+        out.add("total_score", f"must be a mapping with 'pass' and 'warning', got {kind_of(raw)}")
         return TotalScore()
     # An empty target is no target, as in Keptn.
     return TotalScore(
@@ -456,7 +451,7 @@ def _comparison(raw: object, out: _Problems) -> Comparison:
     if raw is None:
         return Comparison()
     if not isinstance(raw, Mapping):
-        out.add("comparison", f"must be a mapping, got {_kind(raw)}")
+        out.add("comparison", f"must be a mapping, got {kind_of(raw)}")
         return Comparison()
     compare_with = _choice(raw, "compare_with", ("", *COMPARE_WITH), out)
     include = _choice(raw, "include_result_with_score", ("", *INCLUDE_RESULT_WITH_SCORE), out)
@@ -497,7 +492,7 @@ def _filter(raw: object, out: _Problems) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        out.add("filter", f"must be a mapping of names to strings, got {_kind(raw)}")
+        out.add("filter", f"must be a mapping of names to strings, got {kind_of(raw)}")
         return {}
     found: dict[str, str] = {}
     for key, value in raw.items():
@@ -517,12 +512,5 @@ def _scalar_text(raw: object, path: str, out: _Problems, *, allow_none: bool = T
         return "true" if raw else "false"
     if isinstance(raw, int | float):
         return str(raw)
-    out.add(path, f"must be a string, got {_kind(raw)}")
+    out.add(path, f"must be a string, got {kind_of(raw)}")
     return None
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    kinds: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
-    return kinds.get(type(value), type(value).__name__)

@@ -73,7 +73,7 @@ class JsonSource:
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass
+                """Quiet: no line on stderr per request."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

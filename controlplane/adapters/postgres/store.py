@@ -490,6 +490,20 @@ class PostgresStore:
         )
         return [ports.Resource(**row) for row in rows]
 
+    async def level_resources(
+        self, project: str, stage: str, service: str, uris: Sequence[str]
+    ) -> list[ports.Resource]:
+        rows = await self._pool.fetch(
+            f"SELECT {_RESOURCE_COLUMNS} FROM resources"
+            " WHERE project = $1 AND uri = ANY($4::text[])"
+            " AND ((stage = '' AND service = '') OR (stage = $2 AND service IN ('', $3)))",
+            project,
+            stage,
+            service,
+            list(uris),
+        )
+        return [ports.Resource(**row) for row in rows]
+
     async def put_resources(self, resources: Sequence[ports.Resource]) -> list[ports.Resource]:
         stored: list[ports.Resource] = []
         async with self._pool.acquire() as connection, connection.transaction():

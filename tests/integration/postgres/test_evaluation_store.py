@@ -94,6 +94,33 @@ async def test_files_at_project_stage_and_service_level(pg_store: PostgresStore)
     assert await pg_store.list_resources("shop", "prod", "") == []
 
 
+async def test_the_files_a_gate_reads_come_from_all_three_levels_at_once(
+    pg_store: PostgresStore,
+) -> None:
+    await make_project(pg_store)
+    await pg_store.put_resources(
+        [
+            file("slo.yaml", "project slo"),
+            file("sli.yaml", "project sli"),
+            file("notes.md", "not asked for"),
+            file("slo.yaml", "stage slo", stage="dev"),
+            file("slo.yaml", "other stage", stage="prod"),
+            file("slo.yaml", "service slo", stage="dev", service="carts"),
+            file("slo.yaml", "other service", stage="dev", service="orders"),
+        ]
+    )
+
+    found = await pg_store.level_resources("shop", "dev", "carts", ["slo.yaml", "sli.yaml"])
+
+    assert sorted((r.stage, r.service, r.uri, r.content) for r in found) == [
+        ("", "", "sli.yaml", "project sli"),
+        ("", "", "slo.yaml", "project slo"),
+        ("dev", "", "slo.yaml", "stage slo"),
+        ("dev", "carts", "slo.yaml", "service slo"),
+    ]
+    assert await pg_store.level_resources("other", "dev", "carts", ["slo.yaml"]) == []
+
+
 async def test_replacing_a_file_increases_its_version(pg_store: PostgresStore) -> None:
     await make_project(pg_store)
     [first] = await pg_store.put_resources([file("slo.yaml", SLO, stage="dev", at=10.0)])

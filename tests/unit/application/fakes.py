@@ -107,3 +107,22 @@ class RecordingPublisher:
 
     def types(self) -> list[str]:
         return [e.type for e in self.published]
+
+
+class FakeSettle:
+    """Records how a consumer settled one message (the JetStream ``Ack``'s stand-in)."""
+
+    def __init__(self, attempt: int = 1) -> None:
+        self.attempt = attempt
+        self.outcomes: list[tuple[str, float | None]] = []
+        self.settled = asyncio.Event()
+
+    async def processed(self) -> bool:
+        self.outcomes.append(("processed", None))
+        self.settled.set()
+        return True
+
+    async def retry(self, delay: float | None = None) -> bool:
+        self.outcomes.append(("retry", delay))
+        self.settled.set()
+        return True

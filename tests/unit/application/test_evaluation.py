@@ -26,6 +26,8 @@ from controlplane.application.evaluation import (
 from controlplane.application.ports import PastEvaluation, Resource, SourceFailure
 from controlplane.domain.execution import derived_id
 from controlplane.domain.timeframes import InvalidTimeframe
+from controlplane.testing import InMemoryResourceStore
+from tests.unit.application.fakes import FakeSettle as Settle
 
 NOW = 1_795_255_200.0  # 2026-11-21T10:00:00Z
 CONTEXT = "0e4f5b8c-6a1d-4c2e-9b7a-3d2c1b0a9f8e"
@@ -85,27 +87,9 @@ def triggered(task: str = "evaluation", **data: Any) -> Envelope:
     )
 
 
-class Resources:
-    def __init__(self) -> None:
-        self.files: dict[tuple[str, str, str, str], str] = {}
-
+class Resources(InMemoryResourceStore):
     def put(self, uri: str, content: str, stage: str = "", service: str = "") -> None:
-        self.files[("shop", stage, service, uri)] = content
-
-    async def get_resource(
-        self, project: str, stage: str, service: str, uri: str
-    ) -> Resource | None:
-        content = self.files.get((project, stage, service, uri))
-        return None if content is None else Resource(project, stage, service, uri, content)
-
-    async def list_resources(self, project: str, stage: str, service: str) -> list[Resource]:
-        raise NotImplementedError
-
-    async def put_resources(self, resources: Sequence[Resource]) -> list[Resource]:
-        raise NotImplementedError
-
-    async def delete_resource(self, project: str, stage: str, service: str, uri: str) -> bool:
-        raise NotImplementedError
+        self.files[("shop", stage, service, uri)] = Resource("shop", stage, service, uri, content)
 
 
 class History:
@@ -179,23 +163,6 @@ class Publisher:
 
     def of_type(self, suffix: str) -> list[Envelope]:
         return [event for event in self.published if event.type.endswith(suffix)]
-
-
-class Settle:
-    def __init__(self, attempt: int = 1) -> None:
-        self.attempt = attempt
-        self.outcomes: list[tuple[str, float | None]] = []
-        self.settled = asyncio.Event()
-
-    async def processed(self) -> bool:
-        self.outcomes.append(("processed", None))
-        self.settled.set()
-        return True
-
-    async def retry(self, delay: float | None = None) -> bool:
-        self.outcomes.append(("retry", delay))
-        self.settled.set()
-        return True
 
 
 class Gate:

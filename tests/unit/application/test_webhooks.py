@@ -29,6 +29,7 @@ from controlplane.application.webhooks import (
 )
 from controlplane.domain.integrations import Subscription, SubscriptionFilter, Webhook
 from controlplane.testing import InMemoryIntegrationStore
+from tests.unit.application.fakes import FakeSettle
 
 NOW = 1_795_255_200.0  # 2026-11-21T10:00:00Z
 SECRET = "a-long-enough-secret"
@@ -268,23 +269,6 @@ class FakeSender:
 
     def urls(self) -> list[str]:
         return [request.url for request in self.requests]
-
-
-class FakeSettle:
-    def __init__(self, attempt: int) -> None:
-        self.attempt = attempt
-        self.outcomes: list[tuple[str, float | None]] = []
-        self.settled = asyncio.Event()
-
-    async def processed(self) -> bool:
-        self.outcomes.append(("processed", None))
-        self.settled.set()
-        return True
-
-    async def retry(self, delay: float | None = None) -> bool:
-        self.outcomes.append(("retry", delay))
-        self.settled.set()
-        return True
 
 
 class FakePublisher:
