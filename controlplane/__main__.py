@@ -21,6 +21,8 @@ _SERVER_FLAGS: tuple[tuple[str, str], ...] = (
     ("--port", "HTTP port (CONTROLPLANE_PORT, default 8080)"),
     ("--sequences", "directory of shipyard files (CONTROLPLANE_SEQUENCES, default sequences/)"),
     ("--api-token", "require this x-token on /api calls (CONTROLPLANE_API_TOKEN)"),
+    ("--public-url", "address callback links start with (CONTROLPLANE_PUBLIC_URL)"),
+    ("--callback-key", "key signing callback links (CONTROLPLANE_CALLBACK_KEY; default: stored)"),
     ("--task-started-timeout", "e.g. 30s, 10m (CONTROLPLANE_TASK_STARTED_TIMEOUT, default 10m)"),
     ("--stream", "JetStream stream name (CONTROLPLANE_STREAM, default keptn)"),
     (
@@ -84,9 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not start the example task services (checknumber)",
     )
     up.set_defaults(role="up")
-    _server_parser(
+    serve = _server_parser(
         subparsers, "serve", "run the control plane against external NATS and PostgreSQL", all_flags
-    ).set_defaults(role="serve")
+    )
+    serve.set_defaults(role="serve")
+    for parser_with_timer in (up, serve):
+        parser_with_timer.add_argument(
+            "--no-scheduler",
+            dest="scheduler",
+            action="store_const",
+            const=False,
+            default=None,
+            help="do not fire cron schedules in this process (CONTROLPLANE_SCHEDULER=false)",
+        )
+    _server_parser(
+        subparsers,
+        "scheduler",
+        "fire cron schedules only (run as many as you like next to serve)",
+        ["--nats-url", "--database-url", "--stream", "--log-level", "--log-format"],
+    ).set_defaults(role="scheduler")
     _server_parser(
         subparsers,
         "migrate",
@@ -192,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(bootstrap.up(settings, examples=not args.no_examples))
         if role == "serve":
             return _run(bootstrap.serve(settings))
+        if role == "scheduler":
+            return _run(bootstrap.schedule(settings))
         if role == "operator":
             return _run(_operator(settings))
         if role == "examples":

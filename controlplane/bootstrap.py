@@ -12,7 +12,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import signal
+import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,10 @@ from controlplane.adapters.nats import jetstream
 from controlplane.adapters.nats.embedded import EmbeddedNats
 from controlplane.adapters.postgres.embedded import EmbeddedPostgres
 from controlplane.adapters.postgres.migrate import migrate as apply_migrations
-from controlplane.adapters.postgres.store import PostgresStore
+from controlplane.adapters.postgres.store import PostgresScheduleStore, PostgresStore
 from controlplane.adapters.secrets import EnvironmentSecrets
 from controlplane.adapters.webhook_sender import HttpxWebhookSender
+from controlplane.application.callbacks import CallbackLinks
 from controlplane.application.definitions import Definitions, ShipyardFile
 from controlplane.application.engine import Engine
 from controlplane.application.envelope import Envelope
@@ -41,7 +45,10 @@ from controlplane.application.evaluation import (
 )
 from controlplane.application.queries import Queries
 from controlplane.application.registry import Registry
+from controlplane.application.reruns import Reruns
 from controlplane.application.resources import Resources
+from controlplane.application.scheduler import ScheduleCatalog, Scheduler, StoredShipyards
+from controlplane.application.watch import ContextWatch
 from controlplane.application.webhooks import RetryPolicy, WebhookDispatcher
 from controlplane.settings import Settings
 
@@ -112,6 +119,7 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
     metric_sources = HttpMetricSources()
     gate: _QualityGate | None = None
     engine: Engine | None = None
+    timer: _Timer | None = None
     try:
         await apply_migrations(store.pool)
         js = nats.jetstream()
@@ -119,6 +127,8 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
         publisher = jetstream.JetStreamPublisher(nats, stream=settings.stream)
         definitions = Definitions(store, files.YamlShipyardReader())
         await definitions.load(_shipyard_files(settings.sequences))
+        watch = ContextWatch(store)
+        links = await _callback_links(settings, store)
         engine = Engine(
             store=store,
             publisher=publisher,
@@ -126,8 +136,13 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             task_started_timeout=settings.task_started_timeout,
             readiness_probes=[lambda: bool(nats.is_connected)],
             batch_size=settings.batch_size,
+            watcher=watch,
+            callback_links=links,
         )
+        watch.attach(engine.running)
         definitions.set_delete_hook(_forget(engine, store))
+        schedule_store = PostgresScheduleStore(store.pool)
+        catalog = ScheduleCatalog(schedule_store, definitions)
         # In-flight events of a crashed engine come back after ack_wait: keep it short.
         consumer = jetstream.JetStreamConsumer(
             nats, stream=settings.stream, name=settings.consumer, ack_wait=10.0
@@ -162,6 +177,10 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
         if settings.builtin_evaluation:
             gate = await _QualityGate.build(settings, nats, store, engine, metric_sources)
         await engine.start()
+        if settings.scheduler:
+            timer = _Timer(Scheduler(schedule_store, publisher, definitions, replica=_replica()))
+            catalog.set_change_hook(timer.scheduler.changed)
+            timer.start()
         consumer_task = asyncio.create_task(consumer.run(_deliver_to(engine)), name="consumer")
         webhook_task = asyncio.create_task(
             webhook_consumer.run(_deliver_webhooks(dispatcher)), name="webhooks"
@@ -176,6 +195,10 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             registry=registry,
             api_token=settings.api_token,
             resource_files=Resources(store, definitions, documents),
+            schedule_catalog=catalog,
+            watch=watch,
+            callback_links=links,
+            rerun_service=Reruns(store, definitions, engine, clock=time.time),
         )
         config = uvicorn.Config(
             app,
@@ -185,7 +208,8 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
             lifespan="off",
             access_log=False,
         )
-        server = _Server(config)
+        # Long-polls and event streams end at shutdown instead of holding it up.
+        server = _Server(config, on_shutdown=watch.close)
         if banner:
             asyncio.get_running_loop().call_later(0.5, _print_when_started, server, banner)
         await server.serve()
@@ -193,6 +217,8 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
         webhook_consumer.stop()
     finally:
         stop_expiry.set()
+        if timer is not None:
+            await timer.stop()
         if gate is not None:
             await gate.stop()
         await metric_sources.close()
@@ -209,6 +235,72 @@ async def serve(settings: Settings, *, banner: str = "") -> int:
                 await asyncio.wait_for(consumer_task, timeout=5.0)
         if engine is not None:
             await engine.stop()
+        with contextlib.suppress(Exception):
+            await nats.drain()
+        await store.close()
+    return 0
+
+
+def _replica() -> str:
+    """Who claimed a slot, as the schedule_slots table records it: host and process."""
+    return f"{os.uname().nodename}/{os.getpid()}"
+
+
+class _Timer:
+    """A process's scheduler task: started after the engine, stopped before it."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.scheduler.run(self._stop), name="scheduler")
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await self._task
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=5.0)
+
+
+async def schedule(settings: Settings) -> int:
+    """The ``scheduler`` role: fire schedules only (PostgreSQL and NATS; no engine, no API).
+
+    Any number may run next to ``serve`` (which runs one too unless told not to): each slot
+    is claimed in PostgreSQL by exactly one of them. Shipyards are read from the database,
+    where ``serve`` keeps them, again at every refresh.
+    """
+    store, nats = await _connect(settings)
+    timer: _Timer | None = None
+    try:
+        await apply_migrations(store.pool)
+        await jetstream.ensure_stream(nats.jetstream(), stream=settings.stream)
+        publisher = jetstream.JetStreamPublisher(nats, stream=settings.stream)
+        shipyards = StoredShipyards(store, files.YamlShipyardReader())
+        scheduler = Scheduler(
+            PostgresScheduleStore(store.pool),
+            publisher,
+            shipyards,
+            replica=_replica(),
+            reload=shipyards.load,
+        )
+        timer = _Timer(scheduler)
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, timer.request_stop)
+        timer.start()
+        await timer.wait()
+    finally:
+        if timer is not None:
+            await timer.stop()
         with contextlib.suppress(Exception):
             await nats.drain()
         await store.close()
@@ -290,7 +382,17 @@ class _Server(uvicorn.Server):
 
     uvicorn re-raises SIGINT/SIGTERM after a graceful stop, which would end the process
     before the consumer, the engine and the embedded servers are shut down in order.
+    ``on_shutdown`` runs when it starts to stop: uvicorn waits for open responses, so
+    long-polls and event streams must be told to end first.
     """
+
+    def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -310,6 +412,16 @@ def _print_when_started(server: uvicorn.Server, banner: str) -> None:
         print(banner, flush=True)
     else:
         asyncio.get_running_loop().call_later(0.2, _print_when_started, server, banner)
+
+
+async def _callback_links(settings: Settings, store: PostgresStore) -> CallbackLinks:
+    """Links are signed with the configured key, else with one kept in PostgreSQL."""
+    if settings.callback_key:
+        key = settings.callback_key.encode()
+    else:
+        key = await store.key("callback-links", secrets.token_bytes(32))
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return CallbackLinks(key, settings.public_url or f"http://{host}:{settings.port}")
 
 
 def _deliver_to(engine: Engine) -> jetstream.Handler:

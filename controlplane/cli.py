@@ -29,7 +29,7 @@ import httpx
 
 from controlplane.adapters.files import YamlShipyardReader
 from controlplane.application.envelope import parse_time
-from controlplane.domain import durations, eventtypes
+from controlplane.domain import durations, eventtypes, graph
 from controlplane.domain.errors import InvalidShipyard
 from controlplane.domain.eventtypes import Phase, SequenceEventType
 from controlplane.domain.quality_gate import go_number
@@ -129,6 +129,13 @@ def add_client_commands(subparsers: Any) -> None:
         control.add_argument("--project", required=True)
         control.add_argument("--stage", default="", help="only this stage")
         control.set_defaults(func=client_handler(control_sequence), action=action)
+
+    diagram = client_parser(
+        subparsers, "diagram", "print a project's stages, sequences and links as a Mermaid chart"
+    )
+    diagram.add_argument("project", nargs="?", help="a project of the control plane")
+    diagram.add_argument("--file", metavar="FILE", help="draw this shipyard file, offline")
+    diagram.set_defaults(func=run_diagram)
 
 
 def client_parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
@@ -297,6 +304,11 @@ class ApiClient:
     def get_resource(self, level: str, uri: str) -> bytes:
         body = self._call("GET", f"{_RESOURCES}{level}/resource/{quote(uri)}")
         return base64.b64decode(body["resourceContent"])
+
+    def diagram(self, project: str) -> str:
+        """The project's Mermaid flowchart, drawn by the server from its current shipyard."""
+        path = f"/api/controlPlane/v1/project/{quote_segment(project)}/diagram"
+        return str(self._call("GET", path, params={"format": "json"})["mermaid"])
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._http.request(method, path, **kwargs)
@@ -587,6 +599,39 @@ def add_subscription(api: ApiClient, args: argparse.Namespace) -> int:
 def remove_subscription(api: ApiClient, args: argparse.Namespace) -> int:
     api.remove_subscription(args.integration, args.subscription)
     print(f"removed subscription {args.subscription}")
+    return 0
+
+
+def run_diagram(args: argparse.Namespace, client: httpx.Client | None = None) -> int:
+    """Print the Mermaid chart of a project (through the API) or of a file (offline).
+
+    Only the chart goes to stdout, so it can be piped into a renderer; problems and warnings
+    go to stderr. A file is read as ``validate`` reads it, and an invalid one exits 1.
+    """
+    if (args.project is None) == (args.file is None):
+        _error("diagram needs a PROJECT or --file FILE, not both")
+        return 2
+    if args.project is not None:
+        return client_handler(show_diagram)(args, client)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _error(f"{args.file}: cannot read the file: {_reason(exc)}")
+        return 1
+    try:
+        shipyard = YamlShipyardReader().read(text, args.file)
+    except InvalidShipyard as exc:
+        for problem in exc.problems:
+            print(problem.render(args.file), file=sys.stderr)
+        return 1
+    for warning in shipyard.warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    print(graph.mermaid(shipyard), end="")
+    return 0
+
+
+def show_diagram(api: ApiClient, args: argparse.Namespace) -> int:
+    print(api.diagram(args.project), end="")
     return 0
 
 

@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     api_token: str | None = Field(
         None, description="When set, every /api call needs the header x-token with it."
     )
+    public_url: str = Field(
+        "",
+        description="The address people and other systems reach the API at; task callback"
+        " links start with it (default: http://<host>:<port>).",
+    )
+    callback_key: str | None = Field(
+        None,
+        description="Key that signs task callback links (at least 16 characters); by default"
+        " one is made and kept in PostgreSQL, shared by every replica.",
+        min_length=16,
+    )
     task_started_timeout: float = Field(
         600.0,
         description="How long a triggered task may go unanswered before its sequence times"
@@ -94,6 +105,12 @@ class Settings(BaseSettings):
         "evaluations", description="Durable JetStream consumer of the built-in quality gate."
     )
     batch_size: int = Field(512, ge=1, description="Most events the engine commits at once.")
+    scheduler: bool = Field(
+        True,
+        description="Fire cron schedules (spec.schedules and API schedules) inside `serve`."
+        " Safe next to any number of `controlplane scheduler` processes, which claim each"
+        " slot in PostgreSQL; turn off to leave firing to them.",
+    )
     api_url: str = Field(
         "http://127.0.0.1:8080",
         description="The control plane's HTTP API, as `controlplane operator` reaches it.",

@@ -26,11 +26,12 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from controlplane.application import admission
+from controlplane.application.callbacks import CallbackLinks
 from controlplane.application.definitions import Definitions
 from controlplane.application.envelope import Envelope, format_time
 from controlplane.application.errors import (
@@ -51,16 +52,19 @@ from controlplane.application.ports import (
     UnitOfWork,
     UnstorableEvent,
 )
-from controlplane.domain import eventtypes, machine, queueing, views
+from controlplane.domain import eventtypes, extensions, machine, queueing, views
 from controlplane.domain.errors import UnknownSequence
 from controlplane.domain.eventtypes import Phase, SequenceEventType, TaskEventType
-from controlplane.domain.execution import Execution, Scope, derived_id
+from controlplane.domain.execution import Execution, Scope, TaskOutcome, derived_id
+from controlplane.domain.extensions import DEFAULT_CONCURRENCY_KEY
+from controlplane.domain.shipyard import Sequence as DomainSequence
 
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["processed", "drop", "retry"]
 AckCallback = Callable[[Outcome], Awaitable[object]]
 _RECENT_IDS = 200_000
+CALLBACK_SOURCE = "callback"
 
 
 @dataclass(slots=True)
@@ -78,6 +82,8 @@ class _Work:
     # Made in this process (the quality gate's answers): stored, then published from the
     # outbox like the engine's own events.
     internal: bool = False
+    rerun: RerunPlan | None = None  # with ``envelope``: the trigger of a re-run
+    callback: tuple[str, dict[str, Any]] | None = None  # a task's triggeredid and its output
 
 
 @dataclass(slots=True)
@@ -96,9 +102,25 @@ class _Batch:
 
     work: UnitOfWork = field(default_factory=UnitOfWork)
     to_publish: list[Envelope] = field(default_factory=list)
-    touched_keys: set[tuple[str, str, str]] = field(default_factory=set)
+    touched_keys: set[str] = field(default_factory=set)
     touched_contexts: set[str] = field(default_factory=set)
     new_ids: set[str] = field(default_factory=set)
+    # Contexts with no live execution left once this batch is stored.
+    ended_contexts: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class RerunPlan:
+    """A re-run: which context it repeats, and the outcomes of the tasks it skips."""
+
+    keptn_context: str
+    carried: tuple[TaskOutcome, ...] = ()
+
+
+class CommitWatcher(Protocol):
+    """Told after each commit what became true: for long-polls and event streams."""
+
+    def committed(self, events: Sequence[Envelope], ended_contexts: Iterable[str]) -> None: ...
 
 
 class Engine:
@@ -114,7 +136,13 @@ class Engine:
         batch_size: int = 512,
         inbox_size: int = 20_000,
         readiness_probes: Sequence[Callable[[], bool]] = (),
+        watcher: CommitWatcher | None = None,
+        callback_links: CallbackLinks | None = None,
     ) -> None:
+        self._watcher = watcher
+        self._links = callback_links
+        # Contexts whose end is decided but not yet committed: still running for a reader.
+        self._ending: dict[str, int] = {}
         self._probes = tuple(readiness_probes)
         self._started_at = float("inf")
         self._store_ok = True
@@ -127,7 +155,7 @@ class Engine:
         self._batch_size = batch_size
         self._inbox: asyncio.Queue[_Work] = asyncio.Queue(maxsize=inbox_size)
         self._executions: dict[str, Execution] = {}
-        self._by_key: dict[tuple[str, str, str], set[str]] = {}
+        self._by_key: dict[str, set[str]] = {}  # concurrency key -> execution ids
         self._by_context: dict[str, set[str]] = {}
         self._task_index: dict[str, str] = {}
         self._pauses: dict[str, set[str]] = {}
@@ -234,6 +262,36 @@ class Engine:
             await self._inbox.put(_Work(envelope=envelope, future=future, internal=True))
         await asyncio.gather(*futures)
 
+    async def start_rerun(self, envelope: Envelope, plan: RerunPlan) -> str:
+        """Trigger a re-run (built by :mod:`controlplane.application.reruns`); like ingest."""
+        if not self._ready:
+            raise Unavailable("the control plane is starting; try again shortly")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._inbox.put(
+            _Work(envelope=envelope, from_api=True, future=future, verify=False, rerun=plan)
+        )
+        return await future
+
+    async def complete_by_callback(self, triggered_id: str, output: dict[str, Any]) -> str:
+        """Finish a task with a callback's output; returns the keptnContext once stored.
+
+        The caller has checked the link's token. Raises :class:`TaskEnded` when the task has
+        already ended (the link was used, or the task finished another way).
+        """
+        if not self._ready:
+            raise Unavailable("the control plane is starting; try again shortly")
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        await self._inbox.put(_Work(callback=(triggered_id, output), future=future))
+        return await future
+
+    def running(self, keptn_context: str) -> bool:
+        """Whether the context has a live execution, or one whose end is not yet stored.
+
+        Synchronous on purpose: a caller that checks this and then registers with the
+        watcher, without awaiting in between, cannot miss the end.
+        """
+        return keptn_context in self._by_context or keptn_context in self._ending
+
     async def control(self, project: str, keptn_context: str, action: str, stage: str = "") -> None:
         if action not in ("pause", "resume", "abort"):
             raise InvalidEvent(f"state must be pause, resume or abort, got {action!r}")
@@ -302,6 +360,9 @@ class Engine:
                 replies.append((item, reply, "processed"))
         self._grant_slots(batch)
         self._clear_ended_pauses(batch)
+        batch.ended_contexts = {c for c in batch.touched_contexts if c not in self._by_context}
+        for context in batch.ended_contexts:
+            self._ending[context] = self._ending.get(context, 0) + 1
         batch.work.published, self._published = self._published, []
         return _Pending(items, batch, replies, self._generation)
 
@@ -314,6 +375,17 @@ class Engine:
                 logger.exception("engine.commit_task_failed")
 
     async def _commit(self, pending: _Pending) -> None:
+        try:
+            await self._commit_batch(pending)
+        finally:
+            for context in pending.batch.ended_contexts:
+                left = self._ending.get(context, 0) - 1
+                if left > 0:
+                    self._ending[context] = left
+                else:
+                    self._ending.pop(context, None)
+
+    async def _commit_batch(self, pending: _Pending) -> None:
         batch = pending.batch
         if pending.generation != self._generation:
             # Decided on top of a batch whose commit failed: decide it again.
@@ -335,6 +407,13 @@ class Engine:
             for envelope in batch.to_publish:
                 self._log_emit(envelope)
         self._forget_recent_overflow()
+        if self._watcher is not None and (batch.work.events or batch.ended_contexts):
+            try:
+                self._watcher.committed(
+                    [envelope for envelope, _ in batch.work.events], batch.ended_contexts
+                )
+            except Exception:
+                logger.exception("engine.watcher_failed")
         for item, answer, outcome in pending.replies:
             await self._reply(item, answer, outcome)
 
@@ -427,9 +506,13 @@ class Engine:
         if item.forget is not None:
             self._forget(item.forget)
             return ""
+        if item.callback is not None:
+            return self._on_callback(*item.callback, batch=batch)
         assert item.envelope is not None
         publish = item.from_api or item.internal
-        return self._receive(item.envelope, item.from_api, existing, batch, publish=publish)
+        return self._receive(
+            item.envelope, item.from_api, existing, batch, publish=publish, rerun=item.rerun
+        )
 
     def _receive(
         self,
@@ -439,6 +522,7 @@ class Engine:
         batch: _Batch,
         *,
         publish: bool,
+        rerun: RerunPlan | None = None,
     ) -> str:
         """Handle one event; ``publish`` says whether it still has to go out on NATS."""
         seen = self._recent.get(envelope.id) or existing.get(envelope.id)
@@ -453,7 +537,9 @@ class Engine:
         except eventtypes.EventTypeError:
             parsed = None
         if isinstance(parsed, SequenceEventType) and parsed.phase == Phase.TRIGGERED:
-            return self._on_trigger(envelope, parsed, publish, batch)
+            return self._on_trigger(
+                envelope, parsed, publish, batch, from_api=from_api, rerun=rerun
+            )
         if isinstance(parsed, TaskEventType) and parsed.phase in (
             Phase.STARTED,
             Phase.FINISHED,
@@ -483,7 +569,14 @@ class Engine:
     # ------------------------------------------------------------------ triggers
 
     def _on_trigger(
-        self, envelope: Envelope, parsed: SequenceEventType, publish: bool, batch: _Batch
+        self,
+        envelope: Envelope,
+        parsed: SequenceEventType,
+        publish: bool,
+        batch: _Batch,
+        *,
+        from_api: bool = False,
+        rerun: RerunPlan | None = None,
     ) -> str:
         if not envelope.keptn_context or envelope.keptn_context != admission.keptn_context(
             envelope.keptn_context
@@ -501,10 +594,10 @@ class Engine:
         if not envelope.service:
             raise InvalidEvent("data.service is required and must be a non-empty string")
         scope = Scope(project, stage, envelope.service, envelope.keptn_context)
-        self._store_event(envelope, publish=publish, batch=batch)
         shipyard = self._definitions.shipyard(project)
         problem = ""
         sequence = None
+        key = ""
         if shipyard is None:
             problem = f"invalid shipyard of project {project!r}: {record.error}"
         else:
@@ -515,6 +608,11 @@ class Engine:
             else:
                 if not sequence.tasks:
                     problem = f"task sequence {parsed.sequence!r} does not contain any tasks"
+                else:
+                    key, problem = _concurrency_key(sequence, scope, envelope.data)
+                    if problem and from_api:
+                        raise InvalidEvent(problem)  # refused before anything is stored
+        self._store_event(envelope, publish=publish, batch=batch)
         if problem or sequence is None:
             decision = machine.reject_trigger(
                 trigger_id=envelope.id,
@@ -540,6 +638,9 @@ class Engine:
             paused=paused,
             shipyard_version=record.version,
             gitcommitid=envelope.gitcommitid,
+            concurrency_key=key,
+            carried=rerun.carried if rerun else (),
+            rerun_of=rerun.keptn_context if rerun else "",
         )
         self._apply(machine.Decision(execution), batch, observed=envelope)
         logger.info(
@@ -593,6 +694,38 @@ class Engine:
         self._store_event(envelope, publish=publish, batch=batch)
         self._apply(decision, batch, observed=envelope)
         return execution.scope.keptn_context
+
+    def _on_callback(self, triggered_id: str, output: dict[str, Any], *, batch: _Batch) -> str:
+        """A callback link was called: answer the task for the outside system."""
+        execution_id = self._task_index.get(triggered_id)
+        execution = self._executions.get(execution_id) if execution_id else None
+        current = execution.current if execution else None
+        if execution is None or current is None or current.triggered_id != triggered_id:
+            raise TaskEnded("the task has already ended; a callback link works only once")
+        scope = execution.scope
+        data = {
+            "project": scope.project,
+            "stage": scope.stage,
+            "service": scope.service,
+            **output,
+        }
+        answers: list[tuple[Phase, dict[str, Any]]] = []
+        if current.started_count == 0:
+            answers.append((Phase.STARTED, {**data, "status": "succeeded", "result": ""}))
+        answers.append((Phase.FINISHED, data))
+        for phase, payload in answers:
+            envelope = Envelope(
+                id=derived_id(triggered_id, "callback", str(phase)),
+                source=CALLBACK_SOURCE,
+                type=eventtypes.task(current.name, phase),
+                time=format_time(self._clock()),
+                data={key: value for key, value in payload.items() if value != ""},
+                keptn_context=scope.keptn_context,
+                triggered_id=triggered_id,
+                gitcommitid=execution.gitcommitid,
+            )
+            self._receive(envelope, False, {}, batch, publish=True)
+        return scope.keptn_context
 
     # ------------------------------------------------------------------ control
 
@@ -654,8 +787,12 @@ class Engine:
         execution = self._executions.get(execution_id)
         if execution is None:
             return
-        wake = machine.next_wakeup(execution)
-        if wake is None or wake > self._clock():
+        now = self._clock()
+        if execution.wants_slot(now):
+            # A delay or a backoff ran out: the queue gives the slot (see _grant_slots).
+            batch.touched_keys.add(execution.slot_key)
+        wake = machine.next_wakeup(execution, now)
+        if wake is None or wake > now:
             return
         self._apply(machine.decide(execution, machine.Tick(), now=self._clock()), batch)
 
@@ -693,18 +830,18 @@ class Engine:
         if previous is not None:
             self._unindex(previous)
         batch.work.executions[execution.id] = execution
-        batch.touched_keys.add(execution.scope.queue_key)
+        batch.touched_keys.add(execution.slot_key)
         batch.touched_contexts.add(execution.scope.keptn_context)
         if not execution.state.terminal:
             self._index(execution)
 
     def _index(self, execution: Execution) -> None:
         self._executions[execution.id] = execution
-        self._by_key.setdefault(execution.scope.queue_key, set()).add(execution.id)
+        self._by_key.setdefault(execution.slot_key, set()).add(execution.id)
         self._by_context.setdefault(execution.scope.keptn_context, set()).add(execution.id)
         if execution.current is not None:
             self._task_index[execution.current.triggered_id] = execution.id
-        wake = machine.next_wakeup(execution)
+        wake = machine.next_wakeup(execution, self._clock())
         if wake is not None and self._timer_at.get(execution.id) != wake:
             self._timer_at[execution.id] = wake
             if len(self._timers) > 4 * len(self._executions) + 1024:
@@ -724,11 +861,11 @@ class Engine:
 
     def _unindex(self, execution: Execution) -> None:
         self._executions.pop(execution.id, None)
-        key_members = self._by_key.get(execution.scope.queue_key)
+        key_members = self._by_key.get(execution.slot_key)
         if key_members is not None:
             key_members.discard(execution.id)
             if not key_members:
-                del self._by_key[execution.scope.queue_key]
+                del self._by_key[execution.slot_key]
         context_members = self._by_context.get(execution.scope.keptn_context)
         if context_members is not None:
             context_members.discard(execution.id)
@@ -739,16 +876,19 @@ class Engine:
         self._timer_at.pop(execution.id, None)
 
     def _grant_slots(self, batch: _Batch) -> None:
-        """Give free (project, stage, service) slots to the oldest waiting executions."""
+        """Give free slots of each touched concurrency key to the oldest waiting executions."""
         pending = set(batch.touched_keys)
         while pending:
             key = pending.pop()
+            now = self._clock()
             members = [self._executions[i] for i in self._by_key.get(key, ())]
-            chosen = queueing.grant(members)
-            if chosen is None:
+            chosen = queueing.grant(members, now)
+            if not chosen:
                 continue
             before = set(batch.touched_keys)
-            self._apply(machine.decide(chosen, machine.SlotGranted(), now=self._clock()), batch)
+            for execution in chosen:
+                granted = self._executions.get(execution.id, execution)
+                self._apply(machine.decide(granted, machine.SlotGranted(), now=now), batch)
             # The granted execution may have ended at once (an automatic approval, say), and
             # chained triggers may have touched other slots: look at both again.
             pending.add(key)
@@ -766,12 +906,15 @@ class Engine:
         return execution.evolve(view=view)
 
     def _envelope(self, command: machine.Emit) -> Envelope:
+        data = dict(command.data)
+        if command.callback and self._links is not None:
+            data["callback"] = {"url": self._links.url(command.id), "method": "POST"}
         return Envelope(
             id=command.id,
             source=command.source,
             type=command.type,
             time=format_time(self._clock()),
-            data=dict(command.data),
+            data=data,
             keptn_context=command.keptn_context,
             triggered_id=command.triggered_id,
             gitcommitid=command.gitcommitid,
@@ -861,6 +1004,23 @@ class Engine:
                 self._published.extend(envelope.id for envelope in chunk)
                 if self._inbox.empty():
                     await self._inbox.put(_Work(due=[]))
+
+
+def _concurrency_key(
+    sequence: DomainSequence, scope: Scope, data: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The rendered key ("" for Keptn's default) or a problem naming the missing field."""
+    if sequence.concurrency is None or sequence.concurrency.key == DEFAULT_CONCURRENCY_KEY:
+        return "", ""
+    values = {**data, "project": scope.project, "stage": scope.stage, "service": scope.service}
+    try:
+        return extensions.render_key(sequence.concurrency.key, values), ""
+    except KeyError as exc:
+        return "", (
+            f"the concurrency key {sequence.concurrency.key!r} of sequence {sequence.name!r}"
+            f" needs data.{exc.args[0]}, which the event does not carry (or is not a"
+            " string or number)"
+        )
 
 
 def _is_trigger(envelope: Envelope) -> bool:

@@ -342,3 +342,93 @@ class EvaluationHistory(Protocol):
         Evaluations that an ``evaluation.invalidated`` names are left out.
         """
         ...
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What the store knows of one schedule.
+
+    ``first_seen``: when its current expression and time zone were first seen (slots before
+    it never fire). ``last_slot``/``last_context``: the latest slot claimed by any replica.
+    """
+
+    project: str
+    schedule: str
+    first_seen: float
+    last_slot: float | None = None
+    last_context: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """One slot of one schedule, with the trigger event that fires it."""
+
+    project: str
+    schedule: str
+    slot: float
+    event: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A schedule defined through the API, as written; it is validated again when read."""
+
+    project: str
+    name: str
+    document: Mapping[str, Any]
+    updated_at: float = 0.0
+
+
+class NoSuchProject(LookupError):
+    """The project does not exist (any more)."""
+
+
+class ScheduleStore(Protocol):
+    """Durable schedule state: claimed slots, first sightings, API-defined schedules.
+
+    A slot is claimed by inserting its row; the row's key (project, schedule, slot) makes
+    the claim exclusive across every replica of the scheduler.
+    """
+
+    async def schedule_states(
+        self, seen: Sequence[tuple[str, str, str]], now: float
+    ) -> list[ScheduleState]:
+        """Register ``(project, schedule, fingerprint)`` triples; return their states.
+
+        A schedule not stored yet, or stored with another fingerprint, gets ``first_seen =
+        now``. Schedules of projects that do not exist are left out.
+        """
+        ...
+
+    async def forget_schedule_states(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Drop the first sightings of ``(project, schedule)``: seen again, they start anew."""
+        ...
+
+    async def claim_slots(self, claims: Sequence[SlotClaim], claimed_by: str) -> list[SlotClaim]:
+        """Claim the slots nobody claimed before; returns the claims this call won."""
+        ...
+
+    async def mark_published(self, claims: Sequence[SlotClaim]) -> None: ...
+
+    async def unpublished_claims(self, older_than: float, limit: int) -> list[SlotClaim]:
+        """Claims not marked published, made more than ``older_than`` seconds ago."""
+        ...
+
+    async def prune_claims(self, older_than: float) -> int:
+        """Delete published claims older than that, keeping each schedule's latest one."""
+        ...
+
+    async def last_slots(self, project: str) -> dict[str, tuple[float, str]]:
+        """The latest claimed slot of each schedule of the project, with its keptnContext."""
+        ...
+
+    async def list_api_schedules(self, project: str | None = None) -> list[StoredSchedule]: ...
+
+    async def put_api_schedule(self, schedule: StoredSchedule) -> bool:
+        """Insert or replace; True when it was created. Raises :class:`NoSuchProject`."""
+        ...
+
+    async def delete_api_schedule(self, project: str, name: str) -> bool: ...

@@ -9,8 +9,9 @@ adapter that only serialises them or to the store that only fetches rows.
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from controlplane.application.envelope import format_time, parse_time
 from controlplane.application.errors import Rejected
 from controlplane.application.ports import EventFilter, Page, QueryStore
 from controlplane.domain import eventtypes, queueing, views
-from controlplane.domain.execution import EventRef, Execution
+from controlplane.domain.execution import EventRef, Execution, State
 
 SEQUENCE_STATES = ("triggered", "waiting", "started", "paused", "aborted", "timedOut", "finished")
 _FILTER_SEPARATOR = " AND "
@@ -30,8 +31,9 @@ _T = TypeVar("_T")
 class Queries:
     """Answers the read endpoints; raises :class:`Rejected` (400) for a bad query."""
 
-    def __init__(self, store: QueryStore) -> None:
+    def __init__(self, store: QueryStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock
 
     # ------------------------------------------------------------------ sequence states
 
@@ -97,20 +99,23 @@ class Queries:
         The blocker may belong to a context the filter left out; then the whole project is
         read once more (only when something shown is waiting for its slot).
         """
-        candidates = [execution for group in groups for execution in group if execution.wants_slot]
+        now = self._clock()
+        candidates = [
+            execution for group in groups for execution in group if execution.wants_slot(now)
+        ]
         if not candidates:
             return set()
         pool: Iterable[Execution] = (execution for group in groups for execution in group)
         if filtered:
             pool = await self._store.live_executions(project)
-        live: dict[tuple[str, str, str], list[Execution]] = defaultdict(list)
+        live: dict[str, list[Execution]] = defaultdict(list)
         for execution in pool:
             if not execution.state.terminal:
-                live[execution.scope.queue_key].append(execution)
+                live[execution.slot_key].append(execution)
         return {
             candidate.id
             for candidate in candidates
-            if queueing.is_blocked(candidate, live[candidate.scope.queue_key])
+            if queueing.is_blocked(candidate, live[candidate.slot_key], now)
         }
 
     # ------------------------------------------------------------------ events
@@ -235,7 +240,7 @@ def _by_stage(executions: list[Execution]) -> list[list[Execution]]:
 
 def _stage(runs: list[Execution]) -> dict[str, Any]:
     last = runs[-1]
-    return {
+    stage: dict[str, Any] = {
         "name": last.scope.stage,
         "image": _last(run.view.image for run in runs) or "",
         "state": views.stage_state(last),
@@ -243,6 +248,29 @@ def _stage(runs: list[Execution]) -> dict[str, Any]:
         "latestEvent": _event(_last(run.view.latest_event for run in runs)),
         "latestFailedEvent": _event(_last(run.view.latest_failed_event for run in runs)),
     }
+    # Our additions, only where they say something (Keptn's clients ignore unknown keys).
+    attempts = [attempt for run in runs for attempt in run.attempts]
+    if attempts:
+        stage["attempts"] = [
+            {
+                "task": attempt.name,
+                "attempt": attempt.attempt,
+                "triggeredid": attempt.triggered_id,
+                "result": attempt.result,
+                "status": attempt.status,
+                "message": attempt.message,
+                "timedOut": attempt.timed_out,
+                "time": format_time(attempt.ended_at),
+            }
+            for attempt in attempts
+        ]
+    if last.current is not None and last.current.attempt > 1:
+        stage["currentTask"] = {"name": last.current.name, "attempt": last.current.attempt}
+    if last.state == State.PAUSED and last.message:
+        stage["message"] = last.message
+    if last.rerun_of:
+        stage["rerunOf"] = last.rerun_of
+    return stage
 
 
 def _last(values: Iterable[_T | None]) -> _T | None:

@@ -104,6 +104,9 @@ class CurrentTask:
     sent_at: float | None = None  # None while the .triggered is parked (delay, slot, pause)
     answers: tuple[Answer, ...] = ()
     heard_at: float | None = None  # first event of any kind carrying our triggeredid
+    attempt: int = 1
+    failures: int = 0  # failed attempts in a row since the last pause (pauseAfterErrors)
+    beat_at: float | None = None  # last .started or .status.changed (heartbeat deadlines)
 
     @property
     def answered(self) -> bool:
@@ -132,10 +135,26 @@ class TaskOutcome:
     result: str
     status: str
     data: JsonMap = field(default_factory=dict)
+    timed_out: bool = False  # ended by a deadline, not by an answer
 
     @property
     def stops_sequence(self) -> bool:
         return self.result == Result.FAIL or self.status == Status.ERRORED
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A failed attempt of a task that was then retried or paused (shown in the state view)."""
+
+    index: int
+    name: str
+    attempt: int
+    triggered_id: str
+    result: str
+    status: str
+    message: str
+    ended_at: float
+    timed_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,26 +196,60 @@ class Execution:
     message: str = ""
     ended_at: float | None = None
     view: StageView = field(default_factory=StageView)
+    # Our extensions (all defaults mean Keptn's behaviour).
+    concurrency_key: str = ""  # rendered from the sequence's template; "" = the scope's
+    concurrency_limit: int = 1
+    attempts: tuple[Attempt, ...] = ()
+    paused_at: float | None = None
+    paused_total: float = 0.0  # seconds spent paused, not counted against the timeout
+    rerun_of: str = ""  # the keptnContext this execution re-runs
 
     @property
     def name(self) -> str:
         return self.sequence.name
 
     @property
+    def slot_key(self) -> str:
+        """Executions with the same key share ``concurrency_limit`` slots."""
+        if self.concurrency_key:
+            return self.concurrency_key
+        scope = self.scope
+        return f"{scope.project}/{scope.stage}/{scope.service}"
+
+    @property
     def holds_slot(self) -> bool:
         return self.state == State.STARTED and not self.awaiting_slot
 
+    def wants_slot(self, now: float) -> bool:
+        """Queued for a slot: a new trigger, or a task that is due and must win one back.
+
+        A task still waiting out ``triggeredAfter`` or a retry's backoff does not ask yet,
+        so it holds no slot while it waits.
+        """
+        if self.state == State.TRIGGERED:
+            return True
+        if self.state != State.STARTED or not self.awaiting_slot:
+            return False
+        return self.current is None or self.current.due_at <= now
+
     @property
-    def wants_slot(self) -> bool:
-        return self.state == State.TRIGGERED or (self.state == State.STARTED and self.awaiting_slot)
+    def deadline(self) -> float | None:
+        """When the whole sequence times out (paused time does not count), if it can."""
+        if self.sequence.timeout is None:
+            return None
+        return self.triggered_at + self.sequence.timeout + self.paused_total
 
     def knows_task(self, triggered_id: str) -> bool:
         if self.current is not None and self.current.triggered_id == triggered_id:
             return True
+        if any(attempt.triggered_id == triggered_id for attempt in self.attempts):
+            return True
         return any(outcome.triggered_id == triggered_id for outcome in self.previous)
 
-    def task_event_id(self, index: int) -> str:
-        return derived_id(self.id, "task", str(index))
+    def task_event_id(self, index: int, attempt: int = 1) -> str:
+        if attempt == 1:
+            return derived_id(self.id, "task", str(index))
+        return derived_id(self.id, "task", str(index), "attempt", str(attempt))
 
     def next_payload(self) -> dict[str, Any]:
         """Keptn's GetNextTriggeredEventData, without the next task's properties.
@@ -215,11 +268,13 @@ class Execution:
             data["message"] = ""
         return data
 
-    def task_payload(self, index: int) -> dict[str, Any]:
+    def task_payload(self, index: int, attempt: int = 1) -> dict[str, Any]:
         data = self.next_payload()
         task = self.sequence.tasks[index]
         if task.properties:
             data[task.name] = payload.merge(data.get(task.name), task.properties)
+        if task.retry is not None or task.pause_after_errors:
+            data["attempt"] = attempt
         return data
 
     def evolve(self, **changes: Any) -> Execution:

@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.domain import durations, sli_sources, slo
+from controlplane.domain import durations, extensions, sli_sources, slo
 from controlplane.domain.errors import InvalidShipyard, Problem, UnknownSequence, kind_of
+from controlplane.domain.extensions import Concurrency, Retry, TaskTimeouts
+from controlplane.domain.schedules import Schedule, parse_schedules
 
 API_VERSION_PREFIX = "spec.keptn.sh/"
 EVALUATION = "evaluation"
@@ -41,6 +43,10 @@ class Task:
     name: str
     triggered_after: float = 0.0  # seconds
     properties: JsonMap | None = None
+    timeout: TaskTimeouts | None = None
+    retry: Retry | None = None
+    pause_after_errors: int = 0  # 0: never pause; N: pause after N failed attempts in a row
+    callback: bool = False  # carry a one-time callback URL in the .triggered data
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,9 @@ class Sequence:
     name: str
     tasks: tuple[Task, ...] = ()
     triggered_on: tuple[Trigger, ...] = ()
+    timeout: float | None = None  # seconds from the trigger, paused time not counted
+    concurrency: Concurrency | None = None
+    loop: bool = False  # a triggeredOn cycle through this sequence is intended
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,7 @@ class Shipyard:
     api_version: str
     name: str
     stages: tuple[Stage, ...]
+    schedules: tuple[Schedule, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def stage(self, name: str) -> Stage | None:
@@ -177,11 +187,34 @@ def parse_shipyard(
     if isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str):
         name = metadata["name"]
     stages = _stages(document.get("spec"), out)
+    schedules = _schedules(document.get("spec"), stages, out)
     if not out.problems:
         _check_triggers(stages, out)
     if out.problems:
         raise InvalidShipyard(out.problems, source)
-    return Shipyard(api_version, name, stages, tuple(out.warnings))
+    return Shipyard(api_version, name, stages, schedules, tuple(out.warnings))
+
+
+def _schedules(spec: object, stages: tuple[Stage, ...], out: _Collector) -> tuple[Schedule, ...]:
+    """``spec.schedules``: parsed by :mod:`.schedules`, checked here against the stages."""
+    if not isinstance(spec, Mapping):
+        return ()
+    parsed, problems = parse_schedules(spec.get("schedules"), "spec.schedules")
+    for problem in problems:
+        out.add(problem.path, problem.message)
+    by_name = {stage.name: stage for stage in stages}
+    for index, raw in enumerate(spec.get("schedules") or ()):
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("stage"), str):
+            continue
+        stage = by_name.get(raw["stage"])
+        if stage is None:
+            out.add(f"spec.schedules[{index}].stage", f"stage {raw['stage']!r} is not defined")
+        elif isinstance(raw.get("sequence"), str) and stage.sequence(raw["sequence"]) is None:
+            out.add(
+                f"spec.schedules[{index}].sequence",
+                f"sequence {raw['sequence']!r} is not defined in stage {stage.name!r}",
+            )
+    return parsed
 
 
 def _api_version(value: object, out: _Collector) -> str:
@@ -247,6 +280,13 @@ def _sequences(raw: object, stage_path: str, out: _Collector) -> tuple[Sequence,
                 name,
                 _tasks(item.get("tasks"), path, out),
                 _triggers(item.get("triggeredOn"), path, out),
+                timeout=extensions.sequence_timeout(
+                    item.get("timeout"), f"{path}.timeout", out.add
+                ),
+                concurrency=extensions.concurrency(
+                    item.get("concurrency"), f"{path}.concurrency", out.add
+                ),
+                loop=extensions.flag(item.get("loop"), f"{path}.loop", out.add),
             )
         )
     return tuple(sequences)
@@ -272,7 +312,19 @@ def _tasks(raw: object, sequence_path: str, out: _Collector) -> tuple[Task, ...]
             properties = None
         if properties and name in GATE_TASKS:
             _check_gate(properties, f"{path}.properties", out)
-        tasks.append(Task(name, delay, dict(properties) if properties else None))
+        tasks.append(
+            Task(
+                name,
+                delay,
+                dict(properties) if properties else None,
+                timeout=extensions.task_timeouts(item.get("timeout"), f"{path}.timeout", out.add),
+                retry=extensions.retry(item.get("retry"), f"{path}.retry", out.add),
+                pause_after_errors=extensions.pause_after_errors(
+                    item.get("pauseAfterErrors"), f"{path}.pauseAfterErrors", out.add
+                ),
+                callback=extensions.flag(item.get("callback"), f"{path}.callback", out.add),
+            )
+        )
     return tuple(tasks)
 
 
@@ -346,17 +398,17 @@ def _selector(raw: object, trigger_path: str, out: _Collector) -> Mapping[str, s
 
 
 def _check_triggers(stages: tuple[Stage, ...], out: _Collector) -> None:
-    # Keptn accepted dangling triggers silently; they can never fire, so we warn.
-    known = {(stage.name, seq.name) for stage in stages for seq in stage.sequences}
-    known |= {(stage.name, EVALUATION) for stage in stages}
-    for s_index, stage in enumerate(stages):
-        for q_index, seq in enumerate(stage.sequences):
-            for t_index, trigger in enumerate(seq.triggered_on):
-                if (trigger.stage, trigger.sequence) not in known:
-                    out.warn(
-                        f"spec.stages[{s_index}].sequences[{q_index}].triggeredOn[{t_index}].event",
-                        f"{trigger.event!r} names no sequence of this shipyard, so it never fires",
-                    )
+    # Keptn took a trigger naming no sequence silently, and it never fired: it can only be a
+    # mistake, so it is refused. A loop of triggers may never end, so one that no sequence on
+    # it declares with 'loop: true' is worth a warning. The rules live in graph.py, which
+    # reads this module's types; importing it here, not at the top, avoids an import cycle.
+    from controlplane.domain import graph
+
+    for problem in graph.dangling_links(stages):
+        out.add(problem.path, problem.message)
+    if not out.problems:
+        for cycle in graph.unintended_cycles(stages):
+            out.warn(cycle.path, cycle.message)
 
 
 def _name(value: object, path: str, what: str, out: _Collector, *, rule: bool = True) -> str:

@@ -13,17 +13,28 @@ import controlplane
 from controlplane.adapters.http import problems
 from controlplane.adapters.http.auth import TokenCheck
 from controlplane.adapters.http.routes import (
+    callbacks,
     datastore,
     events,
     health,
     projects,
+    reruns,
     resources,
+    schedules,
     sequences,
     uniform,
 )
-from controlplane.adapters.http.services import DefinitionsApi, EngineApi, Services
+from controlplane.adapters.http.services import (
+    DefinitionsApi,
+    EngineApi,
+    ScheduleApi,
+    Services,
+    WatchApi,
+)
+from controlplane.application.callbacks import CallbackLinks
 from controlplane.application.queries import Queries
 from controlplane.application.registry import Registry
+from controlplane.application.reruns import Reruns
 from controlplane.application.resources import Resources
 
 __all__ = ["DefinitionsApi", "EngineApi", "create_app"]
@@ -43,15 +54,41 @@ def create_app(
     api_token: str | None,
     max_event_bytes: int = 65536,
     resource_files: Resources | None = None,
+    watch: WatchApi | None = None,
+    callback_links: CallbackLinks | None = None,
+    rerun_service: Reruns | None = None,
+    schedule_catalog: ScheduleApi | None = None,
 ) -> FastAPI:
-    services = Services(engine, definitions, queries, registry, max_event_bytes, resource_files)
+    services = Services(
+        engine,
+        definitions,
+        queries,
+        registry,
+        max_event_bytes,
+        resource_files,
+        watch,
+        callbacks=callback_links,
+        reruns=rerun_service,
+        schedules=schedule_catalog,
+    )
     app = FastAPI(
         title="controlplane",
         version=controlplane.__version__,
         description=DESCRIPTION,
         docs_url="/docs",
     )
-    for module in (events, sequences, datastore, projects, resources, uniform, health):
+    for module in (
+        events,
+        sequences,
+        reruns,
+        callbacks,
+        datastore,
+        projects,
+        resources,
+        schedules,
+        uniform,
+        health,
+    ):
         app.include_router(module.router(services))
     problems.install(app)
     if api_token:

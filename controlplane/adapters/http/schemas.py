@@ -62,6 +62,22 @@ class Evaluation(BaseModel):
     score: float
 
 
+class AttemptState(BaseModel):
+    task: str
+    attempt: int
+    triggeredid: str
+    result: str
+    status: str
+    message: str
+    timedOut: bool
+    time: str
+
+
+class CurrentTaskState(BaseModel):
+    name: str
+    attempt: int
+
+
 class StageState(BaseModel):
     name: str
     image: str = ""
@@ -69,6 +85,15 @@ class StageState(BaseModel):
     latestEvaluation: Evaluation | None = None
     latestEvent: EventRef | None = None
     latestFailedEvent: EventRef | None = None
+    # Our additions; present only when they say something.
+    attempts: list[AttemptState] | None = Field(
+        None, description="Failed attempts of tasks that were retried or paused."
+    )
+    currentTask: CurrentTaskState | None = Field(
+        None, description="The task being retried, with its attempt number."
+    )
+    message: str | None = Field(None, description="Why the stage is paused, when it paused itself.")
+    rerunOf: str | None = Field(None, description="The keptnContext this run repeats.")
 
 
 class SequenceState(BaseModel):
@@ -128,3 +153,25 @@ class Projects(BaseModel):
     projects: list[ExpandedProject]
     nextPageKey: str
     totalCount: int
+
+
+class SequenceOutcome(BaseModel):
+    """``POST /api/v1/event?wait=...``: the sequence's context ended within the wait."""
+
+    keptnContext: str
+    finished: Literal[True] = True
+    state: str = Field(description="finished, aborted or timedOut (as in the sequence view).")
+    result: str = Field(description="pass, warning or fail of the last stage to end.")
+    status: str = Field(description="succeeded, errored, aborted or unknown of that stage.")
+    message: str = Field(description="That stage's message, if any.")
+    data: dict[str, Any] = Field(
+        description="What that stage's sequence produced: its trigger data with every"
+        " task's output merged in."
+    )
+
+
+class SequencePending(BaseModel):
+    """``POST /api/v1/event?wait=...``: the wait ran out first; the sequence goes on."""
+
+    keptnContext: str
+    finished: Literal[False] = False

@@ -13,10 +13,11 @@ be tested exhaustively and read in one place:
   :func:`controlplane.domain.shipyard.parse_shipyard`, the function behind ``controlplane
   validate``, and every problem comes back with validate's own message, its field path turned
   into the resource's (``spec.stages[0].sequences[1].tasks[0].name`` -> ``spec.tasks[0].name``).
-  On top of what validate refuses, two resources may not declare the same (stage, sequence):
-  the younger one (by ``creationTimestamp``, then namespace and name) is invalid; and a
-  ``triggeredOn`` naming a sequence no resource declares is invalid (validate only warns, but
-  a resource can be fixed and the operator can say which one is wrong).
+  A ``triggeredOn`` is checked against the whole project: naming a sequence no resource
+  declares makes the resource that carries it invalid, and a loop of triggers that no sequence
+  on it declares (``loop: true``) is a warning on the resource whose trigger closes it. On top
+  of what validate refuses, two resources may not declare the same (stage, sequence): the
+  younger one (by ``creationTimestamp``, then namespace and name) is invalid.
 - **Invalid resources never break a project.** A resource whose current spec is invalid stands
   in its project with its *last valid spec* (which the operator keeps in the annotation
   :data:`LAST_VALID_ANNOTATION`), or not at all if it never had one. So an invalid update
@@ -56,7 +57,11 @@ JsonMap = Mapping[str, Any]
 ResourceKey = tuple[str, str]  # (namespace, name)
 
 _ASSEMBLED_PATH = re.compile(r"^spec\.stages\[(\d+)\](?:\.sequences\[(\d+)\])?(.*)$")
-_DANGLING_PATH = re.compile(r"\.triggeredOn\[\d+\]\.event$")
+_TRIGGER_PATH = re.compile(r"\.triggeredOn\[\d+\]\.event$")
+# Optional keys of a sequence and of a task carried into the shipyard as they are; the shipyard
+# parser checks them, and reports problems at the resource's own field path.
+SEQUENCE_KEYS = ("timeout", "concurrency", "loop")
+TASK_KEYS = ("triggeredAfter", "properties", "timeout", "retry", "pauseAfterErrors", "callback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,18 +168,21 @@ def assemble(resources: Iterable[SequenceResource]) -> Assembly:
         found = {
             key: checked[key, chosen[key]][0] for key in active if checked[key, chosen[key]][0]
         }
-        found = found or _duplicates(active, live) or _unreachable_targets(active)
+        found = found or _duplicates(active, live) or _project_problems(active)
         if not found:
             break
         for key, messages in found.items():
             problems.setdefault(key, messages)  # the first problems are those of the current spec
             chosen[key] += 1
+    loops = _project_warnings(active)
     return Assembly(
         shipyards=_shipyards(active),
         verdicts={
             resource.key: Verdict(
                 problems=tuple(problems.get(resource.key, ())),
-                warnings=tuple(checked[resource.key, 0][1] if resource.key not in problems else ()),
+                warnings=()
+                if resource.key in problems
+                else (*checked[resource.key, 0][1], *loops.get(resource.key, ())),
                 applied=active.get(resource.key),
             )
             for resource in live
@@ -231,6 +239,9 @@ def declare(spec: JsonMap, default_name: str) -> Declaration | list[str]:
         entry["tasks"] = [_task(item) for item in tasks]
     elif tasks is not None:
         entry["tasks"] = copy.deepcopy(tasks)
+    for optional in SEQUENCE_KEYS:
+        if spec.get(optional) is not None:
+            entry[optional] = copy.deepcopy(spec[optional])
     sequence = name if isinstance(name, str) else ""
     return Declaration(project, stage, sequence, entry, name_field)
 
@@ -265,7 +276,7 @@ def _task(item: object) -> object:
     if not isinstance(item, Mapping):
         return copy.deepcopy(item)
     task: dict[str, Any] = {"name": item.get("name")}
-    for optional in ("triggeredAfter", "properties"):
+    for optional in TASK_KEYS:
         if item.get(optional) is not None:
             task[optional] = copy.deepcopy(item[optional])
     return task
@@ -294,18 +305,54 @@ def _age(resource: SequenceResource) -> tuple[str, str, str]:
 
 
 def _local_problems(declaration: Declaration) -> tuple[list[str], list[str]]:
-    """Problems and warnings of one declaration on its own (in a shipyard of its own)."""
-    document, _ = _layout(declaration.project, [declaration])
+    """Problems and warnings of one declaration on its own.
+
+    It is parsed in a shipyard of its own, where an empty sequence stands in for each sequence
+    its triggers name: whether those exist, and whether the triggers loop, are questions about
+    the whole project (:func:`_project_problems`, :func:`_project_warnings`).
+    """
+    members = [declaration, *_stand_ins(declaration)]
+    document, positions = _layout(declaration.project, members)
     try:
         shipyard = parse_shipyard(document)
     except InvalidShipyard as exc:
-        return [_message(declaration, problem) for problem in exc.problems], []
-    warnings: list[str] = []
+        return _own(declaration, exc.problems, positions), []
+    warnings: list[Problem] = []
     for warning in shipyard.warnings:
         path, _, message = warning.partition(": ")
-        if not _DANGLING_PATH.search(path):  # targets are checked against the whole project
-            warnings.append(_message(declaration, Problem(path, message)))
-    return [], warnings
+        if not _TRIGGER_PATH.search(path):
+            warnings.append(Problem(path, message))
+    return [], _own(declaration, warnings, positions)
+
+
+def _stand_ins(declaration: Declaration) -> list[Declaration]:
+    """An empty sequence for every other (stage, sequence) the declaration's triggers name."""
+    triggers = declaration.entry.get("triggeredOn")
+    seen = {(declaration.stage, declaration.sequence)}
+    stand_ins: list[Declaration] = []
+    for trigger in triggers if isinstance(triggers, list) else ():
+        event = trigger.get("event") if isinstance(trigger, Mapping) else None
+        parts = event.split(".") if isinstance(event, str) else []
+        if len(parts) != 3 or not all(parts) or (parts[0], parts[1]) in seen:
+            continue  # a malformed event is the declaration's own problem
+        seen.add((parts[0], parts[1]))
+        stand_ins.append(
+            Declaration(declaration.project, parts[0], parts[1], {"name": parts[1]}, "spec.name")
+        )
+    return stand_ins
+
+
+def _own(
+    declaration: Declaration, problems: Iterable[Problem], positions: list[list[Declaration]]
+) -> list[str]:
+    """The messages about ``declaration`` (not its stand-ins), at its own field paths."""
+    messages: list[str] = []
+    for problem in problems:
+        for blamed, field in _blame(problem.path, positions):
+            if blamed is declaration:
+                messages.append(f"{field}: {problem.message}")
+                break
+    return messages
 
 
 def _duplicates(
@@ -328,37 +375,51 @@ def _duplicates(
     return found
 
 
-def _unreachable_targets(active: Mapping[ResourceKey, Declaration]) -> dict[ResourceKey, list[str]]:
+def _project_problems(active: Mapping[ResourceKey, Declaration]) -> dict[ResourceKey, list[str]]:
     """Resources whose ``triggeredOn`` names a sequence that their project does not have.
 
-    The whole project is parsed; validate reports such a trigger as a warning, whose text we
-    keep, but here it makes the resource invalid. Any other problem of the whole shipyard is
-    reported too (none is expected once every declaration passed on its own).
+    The whole project is parsed, so the message is validate's own. Any other problem of the
+    whole shipyard is reported too (none is expected once every declaration passed on its own).
     """
     found: dict[ResourceKey, list[str]] = {}
     for project, members in _by_project(active).items():
-        document, positions = _layout(project, [declaration for _, declaration in members])
-        owners = {id(declaration): key for key, declaration in members}
         try:
-            shipyard = parse_shipyard(document)
+            parse_shipyard(_layout(project, [declaration for _, declaration in members])[0])
         except InvalidShipyard as exc:
-            blamed = [(problem.path, problem.message) for problem in exc.problems]
-        else:
-            blamed = []
-            for warning in shipyard.warnings:
-                path, _, message = warning.partition(": ")
-                if _DANGLING_PATH.search(path):
-                    blamed.append((path, message))
-        for path, message in blamed:
-            for declaration, field in _blame(path, positions):
-                key = owners[id(declaration)]
-                found.setdefault(key, []).append(f"{field}: {message}")
+            for key, message in _owners(project, members, exc.problems):
+                found.setdefault(key, []).append(message)
     return found
 
 
-def _message(declaration: Declaration, problem: Problem) -> str:
-    fields = [field for _, field in _blame(problem.path, [[declaration]])]
-    return f"{fields[0] if fields else 'spec'}: {problem.message}"
+def _project_warnings(active: Mapping[ResourceKey, Declaration]) -> dict[ResourceKey, list[str]]:
+    """Loops of triggers in each assembled shipyard, on the resource whose trigger closes one."""
+    found: dict[ResourceKey, list[str]] = {}
+    for project, members in _by_project(active).items():
+        try:
+            shipyard = parse_shipyard(_layout(project, [d for _, d in members])[0])
+        except InvalidShipyard:
+            continue  # not expected: the fixed point found no problem
+        loops: list[Problem] = []
+        for warning in shipyard.warnings:
+            path, _, message = warning.partition(": ")
+            if _TRIGGER_PATH.search(path):
+                loops.append(Problem(path, message))
+        for key, message in _owners(project, members, loops):
+            found.setdefault(key, []).append(message)
+    return found
+
+
+def _owners(
+    project: str, members: list[tuple[ResourceKey, Declaration]], problems: Iterable[Problem]
+) -> list[tuple[ResourceKey, str]]:
+    """Which resource each message of the project's assembled shipyard is about, in its terms."""
+    _, positions = _layout(project, [declaration for _, declaration in members])
+    owners = {id(declaration): key for key, declaration in members}
+    return [
+        (owners[id(declaration)], f"{field}: {problem.message}")
+        for problem in problems
+        for declaration, field in _blame(problem.path, positions)
+    ]
 
 
 def _blame(path: str, positions: list[list[Declaration]]) -> list[tuple[Declaration, str]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from controlplane.domain.execution import (
     Answer,
+    Attempt,
     CurrentTask,
     EventRef,
     Execution,
@@ -25,9 +26,12 @@ from controlplane.domain.execution import (
     State,
     TaskOutcome,
 )
+from controlplane.domain.extensions import Backoff, Concurrency, Retry, TaskTimeouts
 from controlplane.domain.shipyard import Sequence, Task, Trigger
 
-FORMAT_VERSION = 1
+# 2 added our extensions (deadlines, retries, concurrency keys, re-runs); 1 is still read.
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 
 Doc = dict[str, Any]
 
@@ -59,11 +63,17 @@ def encode_execution(execution: Execution) -> Doc:
         "message": execution.message,
         "ended_at": execution.ended_at,
         "view": _encode_view(execution.view),
+        "concurrency_key": execution.concurrency_key,
+        "concurrency_limit": execution.concurrency_limit,
+        "attempts": [_encode_attempt(attempt) for attempt in execution.attempts],
+        "paused_at": execution.paused_at,
+        "paused_total": execution.paused_total,
+        "rerun_of": execution.rerun_of,
     }
 
 
 def decode_execution(doc: Mapping[str, Any]) -> Execution:
-    if doc.get("v") != FORMAT_VERSION:
+    if doc.get("v") not in _READABLE:
         raise UnknownFormat(f"execution {doc.get('id')!r} has format {doc.get('v')!r}")
     before_pause = doc["state_before_pause"]
     current = doc["current"]
@@ -86,6 +96,12 @@ def decode_execution(doc: Mapping[str, Any]) -> Execution:
         message=doc["message"],
         ended_at=_optional_float(doc["ended_at"]),
         view=_decode_view(doc["view"]),
+        concurrency_key=doc.get("concurrency_key", ""),
+        concurrency_limit=doc.get("concurrency_limit", 1),
+        attempts=tuple(_decode_attempt(item) for item in doc.get("attempts", ())),
+        paused_at=_optional_float(doc.get("paused_at")),
+        paused_total=float(doc.get("paused_total", 0.0)),
+        rerun_of=doc.get("rerun_of", ""),
     )
 
 
@@ -122,14 +138,7 @@ def _decode_scope(doc: Mapping[str, Any]) -> Scope:
 def _encode_sequence(sequence: Sequence) -> Doc:
     return {
         "name": sequence.name,
-        "tasks": [
-            {
-                "name": task.name,
-                "triggered_after": task.triggered_after,
-                "properties": _optional_map(task.properties),
-            }
-            for task in sequence.tasks
-        ],
+        "tasks": [_encode_task(task) for task in sequence.tasks],
         "triggered_on": [
             {
                 "stage": trigger.stage,
@@ -138,18 +147,98 @@ def _encode_sequence(sequence: Sequence) -> Doc:
             }
             for trigger in sequence.triggered_on
         ],
+        "timeout": sequence.timeout,
+        "concurrency": (
+            {"key": sequence.concurrency.key, "limit": sequence.concurrency.limit}
+            if sequence.concurrency
+            else None
+        ),
+        "loop": sequence.loop,
     }
 
 
-def _decode_sequence(doc: Mapping[str, Any]) -> Sequence:
-    tasks = tuple(
-        Task(item["name"], float(item["triggered_after"]), item["properties"])
-        for item in doc["tasks"]
+def _encode_task(task: Task) -> Doc:
+    doc: Doc = {
+        "name": task.name,
+        "triggered_after": task.triggered_after,
+        "properties": _optional_map(task.properties),
+    }
+    if task.timeout is not None:
+        doc["timeout"] = {
+            "started": task.timeout.started,
+            "finished": task.timeout.finished,
+            "heartbeat": task.timeout.heartbeat,
+        }
+    if task.retry is not None:
+        backoff = task.retry.backoff
+        doc["retry"] = {
+            "attempts": task.retry.attempts,
+            "on": sorted(task.retry.on),
+            "backoff": {
+                "initial": backoff.initial,
+                "factor": backoff.factor,
+                "max": backoff.max,
+                "jitter": backoff.jitter,
+            },
+        }
+    if task.pause_after_errors:
+        doc["pause_after_errors"] = task.pause_after_errors
+    if task.callback:
+        doc["callback"] = True
+    return doc
+
+
+def _decode_task(doc: Mapping[str, Any]) -> Task:
+    timeout = doc.get("timeout")
+    retry = doc.get("retry")
+    return Task(
+        doc["name"],
+        float(doc["triggered_after"]),
+        doc["properties"],
+        timeout=(
+            TaskTimeouts(
+                _optional_float(timeout["started"]),
+                _optional_float(timeout["finished"]),
+                _optional_float(timeout["heartbeat"]),
+            )
+            if timeout is not None
+            else None
+        ),
+        retry=(
+            Retry(
+                attempts=retry["attempts"],
+                on=frozenset(retry["on"]),
+                backoff=Backoff(
+                    float(retry["backoff"]["initial"]),
+                    float(retry["backoff"]["factor"]),
+                    float(retry["backoff"]["max"]),
+                    float(retry["backoff"]["jitter"]),
+                ),
+            )
+            if retry is not None
+            else None
+        ),
+        pause_after_errors=doc.get("pause_after_errors", 0),
+        callback=doc.get("callback", False),
     )
+
+
+def _decode_sequence(doc: Mapping[str, Any]) -> Sequence:
+    tasks = tuple(_decode_task(item) for item in doc["tasks"])
     triggers = tuple(
         Trigger(item["stage"], item["sequence"], item["match"]) for item in doc["triggered_on"]
     )
-    return Sequence(doc["name"], tasks, triggers)
+    concurrency = doc.get("concurrency")
+    return Sequence(
+        doc["name"],
+        tasks,
+        triggers,
+        timeout=_optional_float(doc.get("timeout")),
+        concurrency=(
+            Concurrency(concurrency["key"], concurrency["limit"]) if concurrency else None
+        ),
+        loop=doc.get("loop", False),
+    )
 
 
 def _encode_outcome(outcome: TaskOutcome) -> Doc:
@@ -159,11 +248,47 @@ def _encode_outcome(outcome: TaskOutcome) -> Doc:
         "result": outcome.result,
         "status": outcome.status,
         "data": plain(outcome.data),
+        "timed_out": outcome.timed_out,
     }
 
 
 def _decode_outcome(doc: Mapping[str, Any]) -> TaskOutcome:
-    return TaskOutcome(doc["name"], doc["triggered_id"], doc["result"], doc["status"], doc["data"])
+    return TaskOutcome(
+        doc["name"],
+        doc["triggered_id"],
+        doc["result"],
+        doc["status"],
+        doc["data"],
+        timed_out=doc.get("timed_out", False),
+    )
+
+
+def _encode_attempt(attempt: Attempt) -> Doc:
+    return {
+        "index": attempt.index,
+        "name": attempt.name,
+        "attempt": attempt.attempt,
+        "triggered_id": attempt.triggered_id,
+        "result": attempt.result,
+        "status": attempt.status,
+        "message": attempt.message,
+        "ended_at": attempt.ended_at,
+        "timed_out": attempt.timed_out,
+    }
+
+
+def _decode_attempt(doc: Mapping[str, Any]) -> Attempt:
+    return Attempt(
+        doc["index"],
+        doc["name"],
+        doc["attempt"],
+        doc["triggered_id"],
+        doc["result"],
+        doc["status"],
+        doc["message"],
+        float(doc["ended_at"]),
+        doc["timed_out"],
+    )
 
 
 def _encode_current(current: CurrentTask) -> Doc:
@@ -174,6 +299,9 @@ def _encode_current(current: CurrentTask) -> Doc:
         "due_at": current.due_at,
         "sent_at": current.sent_at,
         "heard_at": current.heard_at,
+        "attempt": current.attempt,
+        "failures": current.failures,
+        "beat_at": current.beat_at,
         "answers": [
             {
                 "event_id": answer.event_id,
@@ -199,6 +327,9 @@ def _decode_current(doc: Mapping[str, Any]) -> CurrentTask:
         sent_at=_optional_float(doc["sent_at"]),
         answers=answers,
         heard_at=_optional_float(doc.get("heard_at")),
+        attempt=doc.get("attempt", 1),
+        failures=doc.get("failures", 0),
+        beat_at=_optional_float(doc.get("beat_at")),
     )
 
 

@@ -125,3 +125,48 @@ CREATE TABLE resources (
 -- Past evaluations of a service, newest first, for relative criteria.
 CREATE INDEX events_evaluations_idx ON events (project, stage, service, seq)
     WHERE type IN ('sh.keptn.event.evaluation.finished', 'sh.keptn.event.evaluate.finished');
+
+CREATE TABLE control_plane_keys (
+    name       text        NOT NULL,
+    value      bytea       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT control_plane_keys_pkey PRIMARY KEY (name)
+);
+
+-- Cron schedules: those defined through the API, when each was first seen, and the claimed
+-- slots (one row per fired slot: the primary key lets exactly one replica claim it).
+CREATE TABLE schedules (
+    project    text             NOT NULL,
+    name       text             NOT NULL,
+    doc        jsonb            NOT NULL,
+    updated_at double precision NOT NULL,
+    CONSTRAINT schedules_pkey PRIMARY KEY (project, name),
+    CONSTRAINT schedules_project_fkey FOREIGN KEY (project)
+        REFERENCES projects (name) ON DELETE CASCADE
+);
+
+CREATE TABLE schedule_state (
+    project     text             NOT NULL,
+    schedule    text             NOT NULL,
+    fingerprint text             NOT NULL,
+    first_seen  double precision NOT NULL,
+    CONSTRAINT schedule_state_pkey PRIMARY KEY (project, schedule),
+    CONSTRAINT schedule_state_project_fkey FOREIGN KEY (project)
+        REFERENCES projects (name) ON DELETE CASCADE
+);
+
+CREATE TABLE schedule_slots (
+    project       text             NOT NULL,
+    schedule      text             NOT NULL,
+    slot          double precision NOT NULL,
+    keptn_context text             NOT NULL,
+    event         jsonb            NOT NULL,
+    claimed_by    text             NOT NULL,
+    claimed_at    timestamptz      NOT NULL DEFAULT now(),
+    published     boolean          NOT NULL DEFAULT false,
+    CONSTRAINT schedule_slots_pkey PRIMARY KEY (project, schedule, slot),
+    CONSTRAINT schedule_slots_project_fkey FOREIGN KEY (project)
+        REFERENCES projects (name) ON DELETE CASCADE
+);
+
+CREATE INDEX schedule_slots_unpublished_idx ON schedule_slots (claimed_at) WHERE NOT published;

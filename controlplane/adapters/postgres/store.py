@@ -389,6 +389,19 @@ class PostgresStore:
             await connection.execute("DELETE FROM executions WHERE project = $1", project)
             await connection.execute("DELETE FROM events WHERE project = $1", project)
 
+    async def key(self, name: str, make: bytes) -> bytes:
+        """The stored key ``name``; ``make`` becomes it if none is stored yet (first one wins)."""
+        await self._pool.execute(
+            "INSERT INTO control_plane_keys (name, value) VALUES ($1, $2)"
+            " ON CONFLICT (name) DO NOTHING",
+            name,
+            make,
+        )
+        value = await self._pool.fetchval(
+            "SELECT value FROM control_plane_keys WHERE name = $1", name
+        )
+        return bytes(value)
+
     # DefinitionStore ---------------------------------------------------------------------
 
     async def list_projects(self) -> list[ports.ProjectRecord]:
@@ -918,3 +931,195 @@ def _version_values(stored: ports.ProjectRecord) -> tuple[object, ...]:
 def _json_list(text: str | None) -> list[Any]:
     value = json.loads(text) if text else None
     return value if isinstance(value, list) else []
+
+
+# =========================================================================================
+# Schedules: claimed slots, first sightings and API-defined schedules (ScheduleStore port).
+#
+# A class of its own over the same pool: the scheduler runs in `serve` and in its own role,
+# and its few statements share nothing with the engine's hot path.
+# =========================================================================================
+
+_SCHEDULE_STATES = """
+WITH seen AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS s(project, schedule, fingerprint)
+), changed AS (
+    INSERT INTO schedule_state AS st (project, schedule, fingerprint, first_seen)
+    SELECT s.project, s.schedule, s.fingerprint, $4 FROM seen AS s
+    JOIN projects AS p ON p.name = s.project
+    ON CONFLICT (project, schedule) DO UPDATE
+        SET fingerprint = excluded.fingerprint, first_seen = excluded.first_seen
+        WHERE st.fingerprint <> excluded.fingerprint
+    RETURNING st.project, st.schedule, st.first_seen
+)
+SELECT s.project, s.schedule, coalesce(c.first_seen, st.first_seen) AS first_seen,
+       last.slot AS last_slot, coalesce(last.keptn_context, '') AS last_context
+FROM seen AS s
+LEFT JOIN changed AS c ON c.project = s.project AND c.schedule = s.schedule
+LEFT JOIN schedule_state AS st ON st.project = s.project AND st.schedule = s.schedule
+LEFT JOIN LATERAL (
+    SELECT l.slot, l.keptn_context FROM schedule_slots AS l
+    WHERE l.project = s.project AND l.schedule = s.schedule
+    ORDER BY l.slot DESC LIMIT 1
+) AS last ON true
+WHERE coalesce(c.first_seen, st.first_seen) IS NOT NULL
+"""
+
+_CLAIM_SLOTS = """
+INSERT INTO schedule_slots (project, schedule, slot, keptn_context, event, claimed_by)
+SELECT c.project, c.schedule, c.slot, c.keptn_context, c.event::jsonb, $6
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[])
+     AS c(project, schedule, slot, keptn_context, event)
+JOIN projects AS p ON p.name = c.project
+ON CONFLICT (project, schedule, slot) DO NOTHING
+RETURNING project, schedule, slot
+"""
+
+_MARK_PUBLISHED = """
+UPDATE schedule_slots AS s SET published = true
+FROM unnest($1::text[], $2::text[], $3::float8[]) AS m(project, schedule, slot)
+WHERE s.project = m.project AND s.schedule = m.schedule AND s.slot = m.slot AND NOT s.published
+"""
+
+_PRUNE_CLAIMS = """
+DELETE FROM schedule_slots AS s
+WHERE s.published AND s.claimed_at < now() - make_interval(secs => $1)
+  AND EXISTS (
+      SELECT 1 FROM schedule_slots AS later
+      WHERE later.project = s.project AND later.schedule = s.schedule AND later.slot > s.slot
+  )
+"""
+
+
+class PostgresScheduleStore:
+    """:class:`~controlplane.application.ports.ScheduleStore` on PostgreSQL.
+
+    Claims are one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for a whole batch of
+    slots: the rows returned are the slots this replica won. Times of claims use the
+    database's clock, so replicas with skewed clocks agree on what is stale.
+    """
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def schedule_states(
+        self, seen: Sequence[tuple[str, str, str]], now: float
+    ) -> list[ports.ScheduleState]:
+        if not seen:
+            return []
+        projects, names, fingerprints = (list(column) for column in zip(*seen, strict=True))
+        rows = await self._pool.fetch(_SCHEDULE_STATES, projects, names, fingerprints, now)
+        return [
+            ports.ScheduleState(
+                row["project"],
+                row["schedule"],
+                row["first_seen"],
+                row["last_slot"],
+                row["last_context"],
+            )
+            for row in rows
+        ]
+
+    async def forget_schedule_states(self, keys: Sequence[tuple[str, str]]) -> None:
+        if not keys:
+            return
+        await self._pool.execute(
+            "DELETE FROM schedule_state AS st USING unnest($1::text[], $2::text[]) AS k(p, s)"
+            " WHERE st.project = k.p AND st.schedule = k.s",
+            [project for project, _ in keys],
+            [schedule for _, schedule in keys],
+        )
+
+    async def claim_slots(
+        self, claims: Sequence[ports.SlotClaim], claimed_by: str
+    ) -> list[ports.SlotClaim]:
+        if not claims:
+            return []
+        rows = await self._pool.fetch(
+            _CLAIM_SLOTS,
+            [claim.project for claim in claims],
+            [claim.schedule for claim in claims],
+            [claim.slot for claim in claims],
+            [claim.event.keptn_context for claim in claims],
+            [json.dumps(claim.event.to_json()) for claim in claims],
+            claimed_by,
+        )
+        won = {(row["project"], row["schedule"], row["slot"]) for row in rows}
+        return [claim for claim in claims if (claim.project, claim.schedule, claim.slot) in won]
+
+    async def mark_published(self, claims: Sequence[ports.SlotClaim]) -> None:
+        if claims:
+            await self._pool.execute(
+                _MARK_PUBLISHED,
+                [claim.project for claim in claims],
+                [claim.schedule for claim in claims],
+                [claim.slot for claim in claims],
+            )
+
+    async def unpublished_claims(self, older_than: float, limit: int) -> list[ports.SlotClaim]:
+        rows = await self._pool.fetch(
+            "SELECT project, schedule, slot, event::text AS event FROM schedule_slots"
+            " WHERE NOT published AND claimed_at < now() - make_interval(secs => $1)"
+            " ORDER BY claimed_at LIMIT $2",
+            float(older_than),
+            limit,
+        )
+        return [
+            ports.SlotClaim(
+                row["project"],
+                row["schedule"],
+                row["slot"],
+                Envelope.from_json(json.loads(row["event"])),
+            )
+            for row in rows
+        ]
+
+    async def prune_claims(self, older_than: float) -> int:
+        status = await self._pool.execute(_PRUNE_CLAIMS, float(older_than))
+        return int(status.split()[-1])
+
+    async def last_slots(self, project: str) -> dict[str, tuple[float, str]]:
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT ON (schedule) schedule, slot, keptn_context FROM schedule_slots"
+            " WHERE project = $1 ORDER BY schedule, slot DESC",
+            project,
+        )
+        return {row["schedule"]: (row["slot"], row["keptn_context"]) for row in rows}
+
+    async def list_api_schedules(self, project: str | None = None) -> list[ports.StoredSchedule]:
+        rows = await self._pool.fetch(
+            "SELECT project, name, doc::text AS doc, updated_at FROM schedules"
+            " WHERE $1::text IS NULL OR project = $1 ORDER BY project, name",
+            project,
+        )
+        return [
+            ports.StoredSchedule(
+                row["project"], row["name"], json.loads(row["doc"]), row["updated_at"]
+            )
+            for row in rows
+        ]
+
+    async def put_api_schedule(self, schedule: ports.StoredSchedule) -> bool:
+        try:
+            created = await self._pool.fetchval(
+                """
+                INSERT INTO schedules AS s (project, name, doc, updated_at)
+                VALUES ($1, $2, $3::jsonb, $4)
+                ON CONFLICT (project, name) DO UPDATE
+                SET doc = excluded.doc, updated_at = excluded.updated_at
+                RETURNING (xmax = 0)
+                """,
+                schedule.project,
+                schedule.name,
+                json.dumps(dict(schedule.document)),
+                schedule.updated_at,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise ports.NoSuchProject(schedule.project) from exc
+        return bool(created)
+
+    async def delete_api_schedule(self, project: str, name: str) -> bool:
+        deleted = await self._pool.fetchval(
+            "DELETE FROM schedules WHERE project = $1 AND name = $2 RETURNING true", project, name
+        )
+        return bool(deleted)

@@ -127,8 +127,8 @@ async def test_an_invalid_spec_is_reported_and_the_project_keeps_running(
     status = await cluster.wait_ready("deliver", reason="Invalid", generation=generation)
     message = status["conditions"][0]["message"]
     assert message.startswith(
-        "spec.triggeredOn[0].event: 'staging.nothing.finished' names no sequence of this"
-        " shipyard, so it never fires"
+        "spec.triggeredOn[0].event: 'staging.nothing.finished' can never fire: stage 'staging'"
+        " is not defined in the shipyard"
     )
     assert status["conditions"][0]["status"] == "False"
     after = await projects.get("demo")

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from controlplane.application.envelope import Envelope, format_time
 from controlplane.domain.execution import (
     Answer,
+    Attempt,
     CurrentTask,
     EventRef,
     Execution,
@@ -19,6 +20,7 @@ from controlplane.domain.execution import (
     State,
     TaskOutcome,
 )
+from controlplane.domain.extensions import RETRY_ON, Backoff, Concurrency, Retry, TaskTimeouts
 from controlplane.domain.shipyard import Sequence, Task, Trigger
 
 BASE_TIME = 1_700_000_000.0
@@ -128,13 +130,35 @@ def _tuples(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, ..
     return st.lists(strategy, max_size=3).map(tuple)
 
 
+tasks = st.builds(
+    Task,
+    texts,
+    floats,
+    _optional(json_maps),
+    timeout=_optional(
+        st.builds(TaskTimeouts, _optional(floats), _optional(floats), _optional(floats))
+    ),
+    retry=_optional(
+        st.builds(
+            Retry,
+            attempts=st.integers(1, 100),
+            on=st.frozensets(st.sampled_from(RETRY_ON), min_size=1),
+            backoff=st.builds(Backoff, floats, floats, floats, floats),
+        )
+    ),
+    pause_after_errors=st.integers(0, 100),
+    callback=st.booleans(),
+)
 sequences = st.builds(
     Sequence,
     name=texts,
-    tasks=_tuples(st.builds(Task, texts, floats, _optional(json_maps))),
+    tasks=_tuples(tasks),
     triggered_on=_tuples(
         st.builds(Trigger, texts, texts, _optional(st.dictionaries(texts, texts, max_size=2)))
     ),
+    timeout=_optional(floats),
+    concurrency=_optional(st.builds(Concurrency, texts, st.integers(1, 10_000))),
+    loop=st.booleans(),
 )
 current_tasks = st.builds(
     CurrentTask,
@@ -144,6 +168,10 @@ current_tasks = st.builds(
     due_at=floats,
     sent_at=_optional(floats),
     answers=_tuples(st.builds(Answer, texts, st.booleans(), texts, _optional(json_maps))),
+    heard_at=_optional(floats),
+    attempt=st.integers(1, 100),
+    failures=st.integers(0, 100),
+    beat_at=_optional(floats),
 )
 event_refs = st.builds(EventRef, texts, texts, floats)
 views = st.builds(
@@ -167,11 +195,32 @@ executions = st.builds(
     awaiting_slot=st.booleans(),
     shipyard_version=st.integers(min_value=0, max_value=2**31),
     gitcommitid=texts,
-    previous=_tuples(st.builds(TaskOutcome, texts, texts, texts, texts, json_maps)),
+    previous=_tuples(
+        st.builds(TaskOutcome, texts, texts, texts, texts, json_maps, timed_out=st.booleans())
+    ),
     current=_optional(current_tasks),
     status=texts,
     result=texts,
     message=texts,
     ended_at=_optional(floats),
     view=views,
+    concurrency_key=texts,
+    concurrency_limit=st.integers(1, 10_000),
+    attempts=_tuples(
+        st.builds(
+            Attempt,
+            st.integers(0, 50),
+            texts,
+            st.integers(1, 100),
+            texts,
+            texts,
+            texts,
+            texts,
+            floats,
+            st.booleans(),
+        )
+    ),
+    paused_at=_optional(floats),
+    paused_total=floats,
+    rerun_of=texts,
 )

@@ -48,10 +48,10 @@ def running(*tasks: str | Task, data: dict[str, Any] | None = None, now: float =
 def test_a_new_execution_waits_for_its_slot() -> None:
     execution = new("checknumber")
     assert execution.state == State.TRIGGERED
-    assert execution.wants_slot
+    assert execution.wants_slot(0.0)
     assert not execution.holds_slot
     assert execution.current is None
-    assert machine.next_wakeup(execution) is None
+    assert machine.next_wakeup(execution, 0.0) is None
     # Time alone does nothing before the slot is granted.
     decision = machine.decide(execution, machine.Tick(), now=100.0)
     assert decision.execution == execution
@@ -81,7 +81,7 @@ def test_single_task_flow() -> None:
     assert (run.execution.result, run.execution.status) == ("pass", "succeeded")
     assert run.execution.ended_at == 3.0
     assert not run.execution.holds_slot
-    assert not run.execution.wants_slot
+    assert not run.execution.wants_slot(0.0)
     [finished] = sequence_finished(done.commands)
     assert finished.type == "sh.keptn.event.dev.delivery.finished"
     assert finished.triggered_id == "trigger-1"
@@ -97,7 +97,7 @@ def test_single_task_flow() -> None:
     }
     [chain] = chains(done.commands)
     assert chain == Chain("trigger-1", "dev", "delivery", "pass", "checknumber", chain.data)
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
 
 
 def test_finished_event_without_labels_has_no_labels_key() -> None:
@@ -218,7 +218,7 @@ def test_only_started_never_completes() -> None:
     run.started("s2")
     assert run.execution.state == State.STARTED
     # ...and an answered task never times out.
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
     assert run.tick(10 * TIMEOUT).commands == ()
     assert run.execution.state == State.STARTED
 
@@ -253,8 +253,8 @@ def test_status_changed_only_marks_the_task_as_answered() -> None:
     assert decision.execution.current.heard_at is not None
     # Keptn's rule: any event carrying the task's id means somebody answered, so the
     # "nobody answered" timeout no longer applies (reference 4.10).
-    assert machine.next_wakeup(before) is not None
-    assert machine.next_wakeup(decision.execution) is None
+    assert machine.next_wakeup(before, 0.0) is not None
+    assert machine.next_wakeup(decision.execution, 0.0) is None
 
 
 def test_answers_to_an_ended_task_are_rejected() -> None:
@@ -288,28 +288,36 @@ def test_answers_to_an_unknown_task_are_rejected() -> None:
 # ---------------------------------------------------------------- triggeredAfter
 
 
-def test_triggered_after_delays_the_task() -> None:
+def test_triggered_after_delays_the_task_and_frees_the_slot_meanwhile() -> None:
     run = running(Task("t", triggered_after=10.0), now=100.0)
     assert run.emits() == []
     assert run.execution.current is not None
     assert run.execution.current.due_at == 110.0
     assert run.execution.current.sent_at is None
-    assert machine.next_wakeup(run.execution) == 110.0
+    # Waiting out the delay holds no slot: another sequence of the service may run.
+    assert not run.execution.holds_slot
+    assert not run.execution.wants_slot(105.0)
+    assert machine.next_wakeup(run.execution, 100.0) == 110.0
     assert run.tick(105.0).commands == ()
-    assert run.tick(109.999).commands == ()
-    [sent] = emits(run.tick(110.0))
+    # Due: it asks for a slot again, and the task goes out once the queue grants one.
+    assert run.tick(110.0).commands == ()
+    assert run.execution.wants_slot(110.0)
+    assert machine.next_wakeup(run.execution, 110.0) is None  # the queue decides now
+    [sent] = emits(run.grant(now=110.0))
     assert sent.type == "sh.keptn.event.t.triggered"
     assert run.execution.current is not None
     assert run.execution.current.sent_at == 110.0
+    assert run.execution.holds_slot
     # Now the task-started timeout runs, from the time it was sent.
-    assert machine.next_wakeup(run.execution) == 110.0 + TIMEOUT
+    assert machine.next_wakeup(run.execution, 110.0) == 110.0 + TIMEOUT
     assert run.tick(111.0).commands == ()
 
 
-def test_late_tick_sends_once() -> None:
+def test_a_late_grant_sends_once() -> None:
     run = running(Task("t", triggered_after=10.0))
-    assert len(emits(run.tick(50.0))) == 1
+    assert len(emits(run.grant(50.0))) == 1
     assert run.tick(60.0).commands == ()
+    assert run.grant(61.0).commands == ()
     assert len(run.emits()) == 1
 
 
@@ -318,40 +326,45 @@ def test_delay_of_a_later_task_counts_from_the_previous_task_end() -> None:
     run.answer("a", now=20.0)
     assert run.execution.current is not None
     assert run.execution.current.due_at == 50.0
-    assert machine.next_wakeup(run.execution) == 50.0
+    assert machine.next_wakeup(run.execution, 20.0) == 50.0
     assert run.tick(49.0).commands == ()
-    assert [e.type for e in emits(run.tick(50.0))] == ["sh.keptn.event.b.triggered"]
+    assert [e.type for e in emits(run.grant(50.0))] == ["sh.keptn.event.b.triggered"]
 
 
 # ---------------------------------------------------------------------- timeouts
 
 
-def test_unanswered_task_times_out() -> None:
+def test_unanswered_task_times_out_and_the_sequence_chains_on_fail() -> None:
     run = running("deployment", "test", now=0.0)
-    assert machine.next_wakeup(run.execution) == TIMEOUT
+    assert machine.next_wakeup(run.execution, 0.0) == TIMEOUT
     assert run.tick(TIMEOUT - 1).commands == ()
     decision = run.tick(TIMEOUT)
     assert run.execution.state == State.TIMED_OUT
     assert (run.execution.status, run.execution.result) == ("errored", "fail")
-    assert chains(decision.commands) == []
+    # Unlike Keptn, a timeout follows the normal rules: sequences triggered on fail run.
+    [chain] = chains(decision.commands)
+    assert (chain.result, chain.last_task) == ("fail", "deployment")
     [finished] = emits(decision)
     assert finished.type == "sh.keptn.event.dev.delivery.finished"
     assert finished.triggered_id == "trigger-1"
     assert (finished.data["status"], finished.data["result"]) == ("errored", "fail")
-    assert "sh.keptn.event.deployment.triggered" in finished.data["message"]
-    assert "correlating .started or .finished" in finished.data["message"]
+    message = finished.data["message"]
+    assert "task 'deployment' timed out" in message
+    assert "sh.keptn.event.deployment.triggered" in message
+    assert "within 10m" in message
+    assert "deadline 1970-01-01T00:10:00Z" in message
     # Terminal: later answers are refused, ticks do nothing.
     late = run.started("late", triggered_id=run.execution.task_event_id(0))
     assert late.rejection == Rejection.TASK_ENDED
     assert run.tick(10 * TIMEOUT).commands == ()
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
     assert not run.execution.holds_slot
 
 
 def test_timeout_counts_from_when_the_task_was_sent() -> None:
     run = running(Task("t", triggered_after=100.0))
-    run.tick(250.0)  # sent late
-    assert machine.next_wakeup(run.execution) == 250.0 + TIMEOUT
+    run.grant(250.0)  # sent late
+    assert machine.next_wakeup(run.execution, 250.0) == 250.0 + TIMEOUT
     assert run.tick(100.0 + TIMEOUT).commands == ()
     assert run.execution.state == State.STARTED
     assert emits(run.tick(250.0 + TIMEOUT))[0].data["result"] == "fail"
@@ -365,7 +378,7 @@ def test_any_answer_stops_the_timeout(phase: str) -> None:
         run.started("s1", now=5.0)
     else:
         run.finished("f1", now=5.0)  # a lone .finished: the task cannot complete, yet answered
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
     assert run.tick(100 * TIMEOUT).commands == ()
     assert run.execution.state == State.STARTED
 
@@ -389,7 +402,7 @@ def test_approval_waits_without_holding_the_slot() -> None:
     decision = run.answer("e", "warning")
     assert run.execution.state == State.WAITING_FOR_APPROVAL
     assert not run.execution.holds_slot
-    assert not run.execution.wants_slot
+    assert not run.execution.wants_slot(0.0)
     [triggered] = emits(decision)
     assert triggered.type == "sh.keptn.event.approval.triggered"
     assert triggered.data["approval"] == {"pass": "automatic", "warning": "manual"}
@@ -405,9 +418,9 @@ def test_approval_waits_without_holding_the_slot() -> None:
     assert decision.commands == ()
     assert run.execution.state == State.STARTED
     assert run.execution.awaiting_slot
-    assert run.execution.wants_slot
+    assert run.execution.wants_slot(0.0)
     assert not run.execution.holds_slot
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
     granted = run.grant(now=5.0)
     assert [e.type for e in emits(granted)] == ["sh.keptn.event.release.triggered"]
     assert run.execution.holds_slot
@@ -546,14 +559,14 @@ def test_pause_and_resume_a_queued_execution() -> None:
     run.feed(Pause())
     assert run.execution.state == State.PAUSED
     assert run.execution.state_before_pause == State.TRIGGERED
-    assert not run.execution.wants_slot
+    assert not run.execution.wants_slot(0.0)
     assert not run.execution.holds_slot
     assert run.grant().commands == ()
     assert run.execution.state == State.PAUSED
     assert run.feed(Pause()).note == "already paused"
     run.feed(Resume())
     assert run.execution.state == State.TRIGGERED
-    assert run.execution.wants_slot
+    assert run.execution.wants_slot(0.0)
     assert emits(run.grant())[0].type == "sh.keptn.event.t.triggered"
 
 
@@ -578,7 +591,7 @@ def test_pause_lets_the_running_task_finish_but_parks_the_next() -> None:
     assert run.execution.state == State.PAUSED
     assert run.execution.current is not None
     assert run.execution.current.name == "task2"
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
     assert run.tick(1000.0).commands == ()
     # Resume: it must win the slot back before task2 goes out.
     assert run.feed(Resume(), now=1000.0).commands == ()
@@ -600,7 +613,7 @@ def test_pause_before_a_delayed_task_is_sent_parks_it() -> None:
     run = running(Task("t", triggered_after=10.0))
     run.feed(Pause(), now=1.0)
     assert run.tick(20.0).commands == ()
-    assert machine.next_wakeup(run.execution) is None
+    assert machine.next_wakeup(run.execution, 0.0) is None
     run.feed(Resume(), now=21.0)
     assert [e.type for e in emits(run.grant(22.0))] == ["sh.keptn.event.t.triggered"]
 
@@ -630,7 +643,7 @@ def test_abort_ends_live_executions(where: str) -> None:
     assert run.execution.state == State.ABORTED
     assert run.execution.ended_at == 9.0
     assert not run.execution.holds_slot
-    assert not run.execution.wants_slot
+    assert not run.execution.wants_slot(0.0)
     [finished] = emits(decision)
     assert chains(decision.commands) == []
     assert finished.type == "sh.keptn.event.dev.delivery.finished"

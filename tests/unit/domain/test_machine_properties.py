@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import event as observe
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from controlplane.domain import machine
 from controlplane.domain.eventtypes import Phase
 from controlplane.domain.execution import Execution, State
+from controlplane.domain.extensions import RETRY_ON, Backoff, Retry, TaskTimeouts
 from controlplane.domain.machine import (
     Abort,
     Chain,
@@ -181,12 +183,39 @@ def test_single_executor_any_order_completes_once(
 
 # ------------------------------------------------------------------ random walks
 
+TIMEOUTS = st.one_of(
+    st.none(),
+    st.builds(
+        TaskTimeouts,
+        started=st.sampled_from([None, 5.0, 60.0]),
+        finished=st.sampled_from([None, 10.0, 90.0]),
+        heartbeat=st.sampled_from([None, 5.0, 30.0]),
+    ),
+)
+RETRIES = st.one_of(
+    st.none(),
+    st.builds(
+        Retry,
+        attempts=st.integers(1, 4),
+        on=st.sets(st.sampled_from(RETRY_ON), min_size=1).map(frozenset),
+        backoff=st.builds(
+            Backoff,
+            initial=st.sampled_from([0.0, 1.0, 10.0]),
+            factor=st.sampled_from([1.0, 2.0]),
+            max=st.sampled_from([10.0, 60.0]),
+            jitter=st.sampled_from([0.0, 0.5]),
+        ),
+    ),
+)
 TASKS = st.lists(
     st.builds(
         Task,
         name=st.sampled_from(["deploy", "test", "approval", "evaluation"]),
         triggered_after=st.sampled_from([0.0, 0.0, 5.0, 30.0]),
         properties=st.sampled_from([None, {"pass": "automatic", "warning": "manual"}]),
+        timeout=TIMEOUTS,
+        retry=RETRIES,
+        pause_after_errors=st.sampled_from([0, 0, 1, 2]),
     ),
     min_size=0,
     max_size=4,
@@ -240,11 +269,12 @@ def answer_data(draw: st.DrawFn) -> dict[str, Any] | None:
 
 def check_wakeup(execution: Execution, now: float) -> None:
     """next_wakeup tells the truth: earlier ticks do nothing, and None means never."""
-    wakeup = machine.next_wakeup(execution)
+    wakeup = machine.next_wakeup(execution, now)
     probe = now + 1e6 if wakeup is None else wakeup - 1e-3
     if probe >= now:
         decision = machine.decide(execution, Tick(), now=probe)
         assert decision.commands == ()
+        assert decision.execution.state == execution.state
     if wakeup is not None:
         assert wakeup >= 0
 
@@ -258,6 +288,9 @@ def test_random_walk(data: st.DataObject, tasks: list[Task]) -> None:
         data={"project": "p", "stage": "dev", "service": "s", "result": data.draw(RESULTS)},
         paused=data.draw(st.booleans()),
     )
+    limit = data.draw(st.sampled_from([None, None, 50.0, 2000.0]))
+    if limit is not None:
+        execution = execution.evolve(sequence=replace(execution.sequence, timeout=limit))
     now = 0.0
     finished_events = 0
     chains = 0
@@ -282,7 +315,13 @@ def test_random_walk(data: st.DataObject, tasks: list[Task]) -> None:
         elif kind in ("old", "unknown", "started", "finished", "status"):
             triggered_id = (
                 data.draw(
-                    st.sampled_from([execution.task_event_id(i) for i in range(max(1, len(tasks)))])
+                    st.sampled_from(
+                        [
+                            execution.task_event_id(i, attempt)
+                            for i in range(max(1, len(tasks)))
+                            for attempt in (1, 2)
+                        ]
+                    )
                 )
                 if kind == "old"
                 else "nobody"
@@ -365,12 +404,20 @@ def account(
         assert after.state.terminal
         assert finished[0].triggered_id == before.id
     if chained:
-        assert after.state == State.FINISHED
+        assert after.state in (State.FINISHED, State.TIMED_OUT)
     if after.state != State.STARTED:
         assert not after.holds_slot
     if after.current is not None:
         assert 0 <= after.current.index < len(after.sequence.tasks)
     for emit in sent:
-        assert emit.id == after.task_event_id(after.current.index if after.current else -1)
+        assert after.current is not None
+        assert emit.id == after.task_event_id(after.current.index, after.current.attempt)
+        retried = after.sequence.tasks[after.current.index]
+        if retried.retry is not None or retried.pause_after_errors:
+            assert emit.data["attempt"] == after.current.attempt
+        if retried.retry is not None:
+            assert after.current.attempt <= max(retried.retry.attempts, 1) or (
+                retried.pause_after_errors > 0
+            )
         SENT_IDS.append(emit.id)
     return after, len(finished), len(chained), [e.type.split(".")[3] for e in sent]

@@ -1,8 +1,20 @@
 from __future__ import annotations
 
 from controlplane.domain.execution import Execution, State
-from controlplane.domain.queueing import grant, is_blocked
+from controlplane.domain import queueing
+from controlplane.domain.queueing import is_blocked as blocked_at
+from controlplane.domain.shipyard import Task
 from tests.unit.domain.domain_kit import Run, new
+
+
+def grant(executions: list[Execution]) -> Execution | None:
+    """The first execution granted at time 0 (the default limit is one)."""
+    chosen = queueing.grant(executions, 0.0)
+    return chosen[0] if chosen else None
+
+
+def is_blocked(execution: Execution, others: list[Execution]) -> bool:
+    return blocked_at(execution, others, 0.0)
 
 
 def queued(trigger_id: str, at: float) -> Execution:
@@ -54,7 +66,7 @@ def test_waiting_for_approval_and_paused_do_not_block() -> None:
 
 def test_execution_back_from_approval_queues_by_original_trigger_time() -> None:
     back = in_state("old", 1.0, State.STARTED, awaiting_slot=True)
-    assert back.wants_slot
+    assert back.wants_slot(0.0)
     assert not back.holds_slot
     newer = queued("new", 5.0)
     chosen = grant([newer, back])
@@ -99,3 +111,39 @@ def test_queue_handover_with_the_machine() -> None:
     chosen = grant([first.execution, second.execution])
     assert chosen is not None
     assert chosen.id == "first"
+
+
+# ------------------------------------------------------------------ concurrency keys
+
+
+def keyed(trigger_id: str, at: float, limit: int, state: State = State.TRIGGERED) -> Execution:
+    return queued(trigger_id, at).evolve(
+        concurrency_key="shared", concurrency_limit=limit, state=state
+    )
+
+
+def test_a_limit_above_one_grants_that_many_oldest_first() -> None:
+    executions = [keyed(f"e{i}", float(10 - i), limit=3) for i in range(6)]
+    chosen = queueing.grant(executions, 0.0)
+    assert [e.id for e in chosen] == ["e5", "e4", "e3"]
+    running = [e.evolve(state=State.STARTED) if e in chosen else e for e in executions]
+    assert queueing.grant(running, 0.0) == []
+    assert blocked_at(running[0], running, 0.0)
+
+
+def test_a_younger_execution_never_overtakes_an_older_one_with_a_lower_limit() -> None:
+    holder = keyed("h", 0.0, limit=1, state=State.STARTED)
+    older = keyed("o", 1.0, limit=1)  # its sequence allows one: it must wait
+    younger = keyed("y", 2.0, limit=5)  # its sequence would allow more, but it queues behind
+    assert queueing.grant([holder, older, younger], 0.0) == []
+
+
+def test_a_task_waiting_out_a_delay_holds_no_slot_and_asks_only_when_due() -> None:
+    run = Run(new(Task("t", triggered_after=10.0), now=0.0))
+    run.grant(now=0.0)
+    assert run.execution.awaiting_slot
+    assert not run.execution.holds_slot
+    assert not run.execution.wants_slot(5.0)
+    assert run.execution.wants_slot(10.0)
+    other = queued("other", 3.0)
+    assert [e.id for e in queueing.grant([run.execution, other], 5.0)] == ["other"]

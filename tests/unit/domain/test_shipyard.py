@@ -474,9 +474,13 @@ def test_problem_render() -> None:
 # ------------------------------------------------------------------------- warnings
 
 
-def test_dangling_triggered_on_is_a_warning() -> None:
-    lines = {"spec.stages[0].sequences[0].triggeredOn[0].event": 12}
-    shipyard = parse_shipyard(
+def test_a_trigger_naming_no_sequence_is_refused_with_its_path() -> None:
+    # Keptn took these silently and they never fired; they can only be typos.
+    lines = {
+        "spec.stages[0].sequences[0].triggeredOn[0].event": 12,
+        "spec.stages[0].sequences[0].triggeredOn[2].event": 14,
+    }
+    found = problems(
         doc(
             {
                 "name": "dev",
@@ -486,6 +490,7 @@ def test_dangling_triggered_on_is_a_warning() -> None:
                         "triggeredOn": [
                             {"event": "qa.delivery.finished"},
                             {"event": "dev.evaluation.finished"},  # the implicit one exists
+                            {"event": "dev.nope.finished"},
                         ],
                         "tasks": [{"name": "t"}],
                     }
@@ -494,13 +499,17 @@ def test_dangling_triggered_on_is_a_warning() -> None:
         ),
         lines=lines,
     )
-    assert len(shipyard.warnings) == 1
-    warning = shipyard.warnings[0]
-    assert warning.startswith("line 12: spec.stages[0].sequences[0].triggeredOn[0].event: ")
-    assert "'qa.delivery.finished' names no sequence of this shipyard" in warning
-    # The trigger is kept; it simply never fires.
-    assert shipyard.triggered_by("qa", "delivery", "pass", "t") == [
-        (shipyard.stages[0], shipyard.stages[0].sequences[0])
+    assert found == [
+        Problem(
+            "spec.stages[0].sequences[0].triggeredOn[0].event",
+            "'qa.delivery.finished' can never fire: stage 'qa' is not defined in the shipyard",
+            12,
+        ),
+        Problem(
+            "spec.stages[0].sequences[0].triggeredOn[2].event",
+            "'dev.nope.finished' can never fire: sequence 'nope' is not defined in stage 'dev'",
+            14,
+        ),
     ]
 
 
@@ -534,7 +543,7 @@ def test_bad_triggered_after_is_a_warning_and_no_delay(raw: str) -> None:
 
 
 def test_warnings_do_not_affect_equality() -> None:
-    a = Shipyard("spec.keptn.sh/0.2.4", "x", (Stage("dev"),), ("w",))
+    a = Shipyard("spec.keptn.sh/0.2.4", "x", (Stage("dev"),), warnings=("w",))
     b = Shipyard("spec.keptn.sh/0.2.4", "x", (Stage("dev"),))
     assert a == b
 
@@ -684,6 +693,34 @@ def test_sequence_loop_on_its_own_finished_event() -> None:
     )
     assert names(shipyard.triggered_by("dev", "delivery", "fail", "mytask")) == ["dev.delivery"]
     assert shipyard.triggered_by("dev", "delivery", "fail", "othertask") == []
+    # Valid, as in Keptn, but a loop nobody declared is worth a warning.
+    (warning,) = shipyard.warnings
+    assert warning.startswith("spec.stages[0].sequences[0].triggeredOn[0].event: ")
+    assert "dev.delivery → dev.delivery" in warning
+
+
+def test_a_loop_declared_with_loop_true_is_no_warning() -> None:
+    # Needs the parser to read `loop` on a sequence.
+    shipyard = parse_shipyard(
+        doc(
+            {
+                "name": "dev",
+                "sequences": [
+                    {
+                        "name": "delivery",
+                        "loop": True,
+                        "triggeredOn": [
+                            {
+                                "event": "dev.delivery.finished",
+                                "selector": {"match": {"mytask.result": "fail"}},
+                            }
+                        ],
+                        "tasks": [{"name": "mytask"}],
+                    }
+                ],
+            }
+        )
+    )
     assert shipyard.warnings == ()
 
 

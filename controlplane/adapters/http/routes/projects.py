@@ -11,16 +11,35 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from controlplane.adapters.http import schemas
 from controlplane.adapters.http.services import DefinitionsApi, Services
-from controlplane.application.errors import InvalidEvent, UnknownProject
+from controlplane.application.errors import Conflict, InvalidEvent, UnknownProject
 from controlplane.application.ports import ProjectRecord
+from controlplane.domain import graph
 
 _PREFIX = "/api/controlPlane/v1/project"
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.Problem},
+    404: {"model": schemas.Problem},
+    409: {"model": schemas.Problem},
+}
+_DIAGRAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A Mermaid flowchart, as text or as JSON",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"mermaid": {"type": "string"}},
+                    "required": ["mermaid"],
+                }
+            },
+        },
+    },
     404: {"model": schemas.Problem},
     409: {"model": schemas.Problem},
 }
@@ -75,6 +94,29 @@ def router(services: Services) -> APIRouter:
             raise UnknownProject(f"project {project!r} does not exist")
         return expanded(definitions, record)
 
+    @api.get(_PREFIX + "/{project}/diagram", response_class=Response, responses=_DIAGRAM)
+    async def project_diagram(
+        project: str,
+        request: Request,
+        output: Annotated[str | None, Query(alias="format", pattern="^(text|json)$")] = None,
+    ) -> Response:
+        """The shipyard as a Mermaid flowchart: text, or ``{"mermaid": ...}`` for JSON.
+
+        JSON when ``format=json``, or when ``Accept`` prefers ``application/json`` to
+        ``text/plain``; text otherwise. 409 when the stored shipyard is invalid.
+        """
+        record = await definitions.get(project)
+        if record is None:
+            raise UnknownProject(f"project {project!r} does not exist")
+        shipyard = definitions.shipyard(project)
+        if shipyard is None:
+            reason = record.error or "the shipyard could not be read"
+            raise Conflict(f"project {project!r} has an invalid shipyard: {reason}")
+        chart = graph.mermaid(shipyard)
+        if output == "json" if output else prefers_json(request.headers.get("accept")):
+            return JSONResponse({"mermaid": chart})
+        return PlainTextResponse(chart)
+
     @api.delete(_PREFIX + "/{project}", response_model=schemas.Message, responses=_PROBLEMS)
     async def delete_project(project: str) -> schemas.Message:
         """Remove the project with its sequences and events."""
@@ -83,6 +125,25 @@ def router(services: Services) -> APIRouter:
         return schemas.Message(message=f"project {project!r} deleted")
 
     return api
+
+
+def prefers_json(accept: str | None) -> bool:
+    """Whether ``Accept`` ranks ``application/json`` above ``text/plain`` (ties go to text)."""
+    quality = {"application/json": 0.0, "text/plain": 0.0}
+    for item in (accept or "").split(","):
+        media, *parameters = (part.strip() for part in item.split(";"))
+        if media.lower() not in quality:
+            continue
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        quality[media.lower()] = max(quality[media.lower()], weight)
+    return quality["application/json"] > quality["text/plain"]
 
 
 def decode_shipyard(encoded: str) -> str:

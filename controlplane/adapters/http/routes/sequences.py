@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
-from controlplane.adapters.http import schemas
+from controlplane.adapters.http import schemas, waiting
 from controlplane.adapters.http.services import Services
-from controlplane.application.errors import UnknownProject
+from controlplane.application.errors import Rejected, UnknownProject
 
 _PREFIX = "/api/controlPlane/v1/sequence"
 
@@ -23,12 +23,21 @@ def router(services: Services) -> APIRouter:
     @api.get(
         _PREFIX + "/{project}",
         response_model=schemas.SequenceStates,
+        response_model_exclude_unset=True,
         responses={400: {"model": schemas.Problem}, 404: {"model": schemas.Problem}},
     )
     async def sequence_states(
+        request: Request,
         project: str,
         keptn_context: Annotated[
             str, Query(alias="keptnContext", description="Comma-separated keptnContexts.")
+        ] = "",
+        wait: Annotated[
+            str,
+            Query(
+                description="Long-poll: with exactly one keptnContext, answer once that context"
+                " has ended or this duration (30s, 1m, seconds; at most 5m) has passed."
+            ),
         ] = "",
         name: str = "",
         state: str = "",
@@ -38,10 +47,17 @@ def router(services: Services) -> APIRouter:
         next_page_key: Annotated[int, Query(alias="nextPageKey", ge=0)] = 0,
     ) -> schemas.SequenceStates:
         """One entry per keptnContext, newest first; pageSize 0 returns every match."""
+        contexts = _split(keptn_context)
+        seconds = waiting.wait_seconds(wait)
+        if seconds is not None and len(contexts) != 1:
+            raise Rejected("query parameter wait needs exactly one keptnContext")
         await known(project)
+        if seconds:
+            watch = waiting.watch_of(services)
+            await waiting.wait_ended(request, watch, contexts[0], seconds)
         found = await services.queries.sequence_states(
             project,
-            keptn_contexts=_split(keptn_context),
+            keptn_contexts=contexts,
             name=name,
             state=state,
             from_time=from_time,

@@ -268,12 +268,12 @@ def test_a_trigger_naming_a_missing_sequence_makes_the_resource_invalid(
     result = assemble([resource("ok", DEV), resource("waits", spec)])
     found = verdict(result, "waits")
     assert found.problems == (
-        "spec.triggeredOn[0].event: 'staging.ship.finished' names no sequence of this shipyard,"
-        " so it never fires",
+        "spec.triggeredOn[0].event: 'staging.ship.finished' can never fire: stage 'staging' is"
+        " not defined in the shipyard",
     )
     assert found.applied is None
     assert stages(result) == [("dev", ["ok"])]
-    _, warnings = validate(
+    refused, _ = validate(
         tmp_path,
         capsys,
         file_for(
@@ -281,7 +281,7 @@ def test_a_trigger_naming_a_missing_sequence_makes_the_resource_invalid(
             ("prod", {"name": "waits", **{k: spec[k] for k in ("triggeredOn", "tasks")}}),
         ),
     )
-    assert messages(found) == warnings
+    assert messages(found) == refused
 
 
 def test_a_trigger_on_the_implicit_evaluation_sequence_is_fine() -> None:
@@ -303,7 +303,10 @@ def test_a_resource_triggered_by_a_never_valid_one_is_invalid_too() -> None:
     )
     result = assemble([broken, follower])
     assert not verdict(result, "broken").valid
-    assert "names no sequence" in verdict(result, "follower").problems[0]
+    assert verdict(result, "follower").problems == (
+        "spec.triggeredOn[0].event: 'dev.broken.finished' can never fire: stage 'dev' is not"
+        " defined in the shipyard",
+    )
     assert result.shipyards == {}
 
 

@@ -106,8 +106,8 @@ async def test_an_invalid_change_leaves_the_project_as_it_was(
     ready = sequences.ready("one")
     assert (ready["status"], ready["reason"]) == ("False", "Invalid")
     assert ready["message"].startswith(
-        "spec.triggeredOn[0].event: 'prod.nothing.finished' names no sequence of this shipyard,"
-        " so it never fires"
+        "spec.triggeredOn[0].event: 'prod.nothing.finished' can never fire: stage 'prod' is not"
+        " defined in the shipyard"
     )
     assert "keeps the last valid version" in ready["message"]
     assert sequences.get("one")["status"]["observedGeneration"] == 2
