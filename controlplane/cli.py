@@ -130,6 +130,22 @@ def add_client_commands(subparsers: Any) -> None:
         control.add_argument("--stage", default="", help="only this stage")
         control.set_defaults(func=client_handler(control_sequence), action=action)
 
+    rerun = client_parser(
+        subparsers, "rerun", "re-run an ended sequence from its failed task, in a new context"
+    )
+    rerun.add_argument("context", metavar="CONTEXT")
+    rerun.add_argument("--project", required=True)
+    rerun.add_argument("--from-task", default="", help="start at this task instead")
+    rerun.add_argument("--stage", default="", help="the stage to re-run (default: the failed one)")
+    rerun.add_argument(
+        "--wait", action="store_true", help="show each task as it happens until the run ends"
+    )
+    rerun.add_argument(
+        "--timeout", type=_duration, default=600.0, help="how long --wait waits (default 10m)"
+    )
+    rerun.add_argument("--poll-interval", type=float, default=0.2, help=argparse.SUPPRESS)
+    rerun.set_defaults(func=client_handler(rerun_sequence))
+
     diagram = client_parser(
         subparsers, "diagram", "print a project's stages, sequences and links as a Mermaid chart"
     )
@@ -268,6 +284,16 @@ class ApiClient:
             f"/{quote_segment(context)}/control",
             json={"state": action, "stage": stage},
         )
+
+    def rerun(self, project: str, context: str, *, from_task: str, stage: str) -> dict[str, Any]:
+        body = {key: value for key, value in (("fromTask", from_task), ("stage", stage)) if value}
+        found: dict[str, Any] = self._call(
+            "POST",
+            f"/api/controlPlane/v1/sequence/{quote_segment(project)}"
+            f"/{quote_segment(context)}/rerun",
+            json=body,
+        )
+        return found
 
     def integrations(self) -> list[dict[str, Any]]:
         return list(self._call("GET", _REGISTRATION))
@@ -641,6 +667,20 @@ def control_sequence(api: ApiClient, args: argparse.Namespace) -> int:
     where = f" (stage {args.stage})" if args.stage else ""
     print(f"{done} {args.context}{where}")
     return 0
+
+
+def rerun_sequence(api: ApiClient, args: argparse.Namespace) -> int:
+    started = api.rerun(args.project, args.context, from_task=args.from_task, stage=args.stage)
+    context = str(started["keptnContext"])
+    print(context, flush=True)
+    print(
+        f"re-running {started['stage']}.{started['sequence']} from task"
+        f" {started['fromTask']} (of {args.context})",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        return 0
+    return _watch(api, args.project, context, timeout=args.timeout, interval=args.poll_interval)
 
 
 # ---------------------------------------------------------------------- output

@@ -1060,7 +1060,7 @@ class PostgresScheduleStore:
         rows = await self._pool.fetch(
             "SELECT project, schedule, slot, event::text AS event FROM schedule_slots"
             " WHERE NOT published AND claimed_at < now() - make_interval(secs => $1)"
-            " ORDER BY claimed_at LIMIT $2",
+            " ORDER BY claimed_at, project, schedule, slot LIMIT $2",
             float(older_than),
             limit,
         )

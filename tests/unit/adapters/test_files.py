@@ -125,8 +125,9 @@ def test_api_version_line() -> None:
 
 
 def test_warnings_carry_lines() -> None:
+    # rollback starting itself is a loop nobody declared: a warning at its trigger.
     text = VALID.replace("triggeredAfter: 10s", "triggeredAfter: soon").replace(
-        "event: dev.delivery.finished", "event: qa.delivery.finished"
+        "event: dev.delivery.finished", "event: dev.rollback.finished"
     )
     shipyard = READER.read(text, "demo.yaml")
     assert shipyard.sequence("dev", "delivery").tasks[1].triggered_after == 0.0
@@ -139,6 +140,12 @@ def test_warnings_carry_lines() -> None:
         w.startswith("line 19: spec.stages[0].sequences[1].triggeredOn[0].event")
         for w in shipyard.warnings
     )
+
+
+def test_a_trigger_naming_no_sequence_is_refused_at_its_line() -> None:
+    [problem] = problems(VALID.replace("event: dev.delivery.finished", "event: qa.x.finished"))
+    assert (problem.path, problem.line) == ("spec.stages[0].sequences[1].triggeredOn[0].event", 19)
+    assert "stage 'qa' is not defined" in problem.message
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,17 @@ class MemoryStore:
                 if not (p[0] == context and (stage is None or p[1] in (stage, "")))
             }
 
+    async def contexts(
+        self, project: str, *, keptn_contexts: Sequence[str], name: str
+    ) -> list[list[Execution]]:
+        """What the re-run service reads: one context's executions, oldest first."""
+        found = [
+            e
+            for e in self.executions.values()
+            if e.scope.project == project and e.scope.keptn_context in keptn_contexts
+        ]
+        return [sorted(found, key=lambda e: e.triggered_at)] if found else []
+
     async def unpublished(self, limit: int) -> list[Envelope]:
         return [self.events[i] for i in self.pending[:limit]]
 

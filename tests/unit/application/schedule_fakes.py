@@ -84,7 +84,9 @@ class InMemoryScheduleStore:
     async def unpublished_claims(self, older_than: float, limit: int) -> list[SlotClaim]:
         now = self._clock()
         stale = [
-            c.claim for c in self.claims.values() if not c.published and c.claimed_at < now - older_than
+            c.claim
+            for c in self.claims.values()
+            if not c.published and c.claimed_at < now - older_than
         ]
         return stale[:limit]
 
@@ -128,8 +130,15 @@ class FlakyPublisher:
     def __init__(self) -> None:
         self.published: list[Envelope] = []
         self.down = False
+        self._changed = asyncio.Condition()
 
     async def publish(self, events: Sequence[Envelope]) -> None:
         if self.down:
             raise ConnectionError("NATS is down")
         self.published.extend(events)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.published) >= count)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from controlplane.domain.execution import Execution, State
 from controlplane.domain import queueing
+from controlplane.domain.execution import Execution, State
 from controlplane.domain.queueing import is_blocked as blocked_at
 from controlplane.domain.shipyard import Task
 from tests.unit.domain.domain_kit import Run, new
