@@ -182,7 +182,6 @@ async def test_two_schedulers_start_one_sequence_per_slot(
         rows = await connection.fetch("SELECT slot, claimed_by FROM schedule_slots")
     finally:
         await connection.close()
-    print("CLAIMED_BY", Counter(row["claimed_by"] for row in rows))
     claimed = Counter(row["slot"] for row in rows)
     assert max(claimed.values()) == 1
     assert len(rows) >= len(fired)

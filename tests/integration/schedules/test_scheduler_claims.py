@@ -36,7 +36,7 @@ def shipyard() -> str:
       stage: dev
       sequence: delivery
       service: svc-{n}
-      missed: runOnce"""
+      missed: {"skip" if n == 0 else "runOnce"}"""
         for n in range(SCHEDULES)
     )
     return f"""\
@@ -184,3 +184,34 @@ async def test_a_claim_left_by_a_crashed_replica_is_published_once_with_its_id(
         assert len([m for m in await stored_messages(world) if m["id"] == event.id]) == 1
     finally:
         await survivor.close()
+
+
+async def test_after_a_restart_missed_slots_follow_the_policy(
+    world: Client, database_url: str, nats_url: str, pg_store: PostgresStore
+) -> None:
+    clock = Clock()
+    before = await Replica.start(database_url, nats_url, "before", clock, grace=30.0)
+    try:
+        for step in range(11):
+            clock.now = T0 + step
+            await before.scheduler.tick()
+    finally:
+        await before.close()  # the only replica goes away for an hour
+    clock.now = T0 + 3605
+    after = await Replica.start(database_url, nats_url, "after", clock, grace=30.0)
+    try:
+        await after.scheduler.tick()
+    finally:
+        await after.close()
+
+    rows = await pg_store.pool.fetch("SELECT schedule, slot FROM schedule_slots ORDER BY slot")
+    cutoff = T0 + 3605 - 30
+    for n in range(SCHEDULES):
+        period = n + 2
+        mine = [row["slot"] - T0 for row in rows if row["schedule"] == f"every-{n}"]
+        assert mine[0] == period  # fired from the first slot after it was first seen
+        missed = [slot for slot in mine if 10 < slot <= cutoff - T0]
+        latest_missed = max(s for s in range(11, 3576) if s % 60 % period == 0)
+        assert missed == ([] if n == 0 else [latest_missed]), (n, missed)
+        on_time = [slot for slot in mine if slot > cutoff - T0]
+        assert on_time == [s for s in range(3576, 3606) if s % 60 % period == 0], n
