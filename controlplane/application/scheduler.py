@@ -219,8 +219,13 @@ class Scheduler:
         """
         now = self._clock()
         if now >= self._timers.refresh:
-            await self._refresh(now)
+            # Set first: a change announced while this refresh runs must not be lost.
             self._timers.refresh = now + self._refresh_every
+            try:
+                await self._refresh(now)
+            except BaseException:
+                self._timers.refresh = 0.0
+                raise
         await self._fire_due(now)
         if self._unpublished:
             await self._publish([])

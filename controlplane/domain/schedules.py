@@ -194,9 +194,13 @@ def _timezone(value: object, add: _Add) -> str:
     if not isinstance(value, str) or not value:
         add("timezone", f"must be an IANA time zone such as 'Europe/Berlin', got {value!r}")
         return DEFAULT_TIMEZONE
+    if value == "localtime" or value.startswith(("posix/", "right/")):
+        # The host's own setting or a variant of the database: machines may disagree.
+        add("timezone", f"{value!r} depends on the machine; name the zone, such as 'Europe/Berlin'")
+        return value
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
         add("timezone", f"{value!r} is not a known IANA time zone (such as 'Europe/Berlin')")
     return value
 

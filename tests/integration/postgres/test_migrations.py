@@ -75,7 +75,13 @@ async def test_migrations_apply_once(empty_database_url: str) -> None:
         await connection.close()
 
 
-ALL = ["0001_initial", "0002_integrations", "0003_evaluations", "0004_schedules"]
+ALL = [
+    "0001_initial",
+    "0002_integrations",
+    "0003_evaluations",
+    "0004_schedules",
+    "0005_callbacks",
+]
 
 
 async def test_migrate_accepts_a_pool(empty_database_url: str) -> None:

@@ -318,3 +318,21 @@ async def test_run_sleeps_until_the_slot_and_stops_when_asked() -> None:
     assert len(publisher.published) >= 2
     seconds = [event.data["labels"]["scheduledFor"] for event in publisher.published]
     assert seconds == sorted(set(seconds))
+
+
+async def test_a_failed_refresh_is_tried_again_at_the_next_pass() -> None:
+    world = World()
+    publisher = FlakyPublisher()
+    scheduler = world.scheduler(publisher)
+    listing = world.store.list_api_schedules
+
+    async def broken(project: str | None = None) -> list[object]:
+        raise ConnectionError("database went away")
+
+    world.store.list_api_schedules = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(ConnectionError):
+        await scheduler.tick()
+    world.store.list_api_schedules = listing  # type: ignore[method-assign]
+    world.clock.now = T0 + 2
+    await scheduler.tick()
+    assert ("shop", "tick") in scheduler.next_slots()

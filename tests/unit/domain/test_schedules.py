@@ -104,6 +104,8 @@ def test_no_schedules_is_fine() -> None:
         ),
         ([entry(timezone="../etc/passwd")], "spec.schedules[0].timezone", "not a known IANA"),
         ([entry(timezone=2)], "spec.schedules[0].timezone", "must be an IANA time zone"),
+        ([entry(timezone="Europe")], "spec.schedules[0].timezone", "not a known IANA"),
+        ([entry(timezone="localtime")], "spec.schedules[0].timezone", "depends on the machine"),
         ([entry(stage=None)], "spec.schedules[0].stage", "is required: the stage"),
         ([entry(sequence="")], "spec.schedules[0].sequence", "is required: the sequence"),
         ([entry(service=None)], "spec.schedules[0].service", "is required: the service"),
