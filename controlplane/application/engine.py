@@ -504,7 +504,7 @@ class Engine:
                 self._tick(execution_id, batch)
             return ""
         if item.forget is not None:
-            self._forget(item.forget)
+            self._forget(item.forget, batch)
             return ""
         if item.callback is not None:
             return self._on_callback(*item.callback, batch=batch)
@@ -796,9 +796,11 @@ class Engine:
             return
         self._apply(machine.decide(execution, machine.Tick(), now=self._clock()), batch)
 
-    def _forget(self, project: str) -> None:
+    def _forget(self, project: str, batch: _Batch) -> None:
         for execution in [e for e in self._executions.values() if e.scope.project == project]:
             self._unindex(execution)
+            # Whoever waits for these contexts learns that they are over.
+            batch.touched_contexts.add(execution.scope.keptn_context)
 
     # ------------------------------------------------------------------ applying decisions
 
