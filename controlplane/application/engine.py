@@ -981,8 +981,11 @@ class Engine:
             while self._timers and self._timers[0][0] <= now:
                 _, execution_id = heapq.heappop(self._timers)
                 due.append(execution_id)
-            if due:
-                await self._inbox.put(_Work(due=sorted(set(due))))
+            # One work item per timer, so a burst due at once is decided and committed in
+            # batches of at most batch_size: bounded memory, and the loop stays free for
+            # other work between batches.
+            for execution_id in sorted(set(due)):
+                await self._inbox.put(_Work(due=[execution_id]))
             delay = (self._timers[0][0] - now) if self._timers else 3600.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=max(delay, 0.0))
