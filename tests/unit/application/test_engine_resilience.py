@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-import yaml
 
 from controlplane.application.admission import IncomingEvent
 from controlplane.application.callbacks import CallbackLinks, task_output
@@ -18,9 +17,8 @@ from controlplane.application.definitions import Definitions
 from controlplane.application.engine import Engine
 from controlplane.application.errors import Conflict, InvalidEvent, NotFound, TaskEnded
 from controlplane.application.reruns import Reruns
-from controlplane.domain.shipyard import Shipyard, parse_shipyard
 from tests.unit.application.fakes import MemoryStore, RecordingPublisher
-from tests.unit.application.test_engine import answer, find, wait_for
+from tests.unit.application.test_engine import Reader, answer, find, wait_for
 
 SHIPYARD = """
 apiVersion: spec.keptn.sh/0.2.4
@@ -44,11 +42,6 @@ spec:
             - name: signoff
               callback: true
 """
-
-
-class Reader:
-    def read(self, text: str, source: str) -> Shipyard:
-        return parse_shipyard(yaml.safe_load(text), source=source)
 
 
 def trigger(sequence: str, service: str = "svc", **data: object) -> IncomingEvent:
