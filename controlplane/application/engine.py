@@ -225,12 +225,8 @@ class Engine:
         if not self._ready:
             raise Unavailable("the control plane is starting; try again shortly")
         envelope = admission.admit(raw, now=self._clock(), new_id=self._new_id)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         client_id = bool(raw.attributes.get("id"))
-        await self._inbox.put(
-            _Work(envelope=envelope, from_api=True, future=future, verify=client_id)
-        )
-        return await future
+        return await self._decided(_Work(envelope=envelope, from_api=True, verify=client_id))
 
     async def receive(
         self, envelope: Envelope, ack: AckCallback, *, first_seen_at: float | None = None
@@ -266,11 +262,9 @@ class Engine:
         """Trigger a re-run (built by :mod:`controlplane.application.reruns`); like ingest."""
         if not self._ready:
             raise Unavailable("the control plane is starting; try again shortly")
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._inbox.put(
-            _Work(envelope=envelope, from_api=True, future=future, verify=False, rerun=plan)
+        return await self._decided(
+            _Work(envelope=envelope, from_api=True, verify=False, rerun=plan)
         )
-        return await future
 
     async def complete_by_callback(self, triggered_id: str, output: dict[str, Any]) -> str:
         """Finish a task with a callback's output; returns the keptnContext once stored.
@@ -280,9 +274,7 @@ class Engine:
         """
         if not self._ready:
             raise Unavailable("the control plane is starting; try again shortly")
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._inbox.put(_Work(callback=(triggered_id, output), future=future))
-        return await future
+        return await self._decided(_Work(callback=(triggered_id, output)))
 
     def running(self, keptn_context: str) -> bool:
         """Whether the context has a live execution, or one whose end is not yet stored.
@@ -295,14 +287,16 @@ class Engine:
     async def control(self, project: str, keptn_context: str, action: str, stage: str = "") -> None:
         if action not in ("pause", "resume", "abort"):
             raise InvalidEvent(f"state must be pause, resume or abort, got {action!r}")
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._inbox.put(_Work(control=(project, keptn_context, action, stage), future=future))
-        await future
+        await self._decided(_Work(control=(project, keptn_context, action, stage)))
 
     async def forget_project(self, project: str) -> None:
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        await self._inbox.put(_Work(forget=project, future=future))
-        await future
+        await self._decided(_Work(forget=project))
+
+    async def _decided(self, work: _Work) -> str:
+        """Queue ``work`` and wait until it is committed; its refusal is raised here."""
+        work.future = asyncio.get_running_loop().create_future()
+        await self._inbox.put(work)
+        return await work.future
 
     # ------------------------------------------------------------------ the loop
 

@@ -26,7 +26,7 @@ from controlplane.application.ports import QueryStore
 from controlplane.domain import eventtypes
 from controlplane.domain.errors import UnknownSequence
 from controlplane.domain.eventtypes import Phase
-from controlplane.domain.execution import Execution
+from controlplane.domain.execution import Execution, State
 
 SOURCE = "controlplane-rerun"
 
@@ -147,7 +147,7 @@ def _start_index(old: Execution, names: list[str], from_task: str) -> int:
     for position, outcome in enumerate(old.previous):
         if outcome.stops_sequence:
             return min(position, len(names) - 1)
-    if old.status == "aborted" or old.state != "finished":
+    if old.status == "aborted" or old.state != State.FINISHED:
         # Aborted or timed out in a task that never finished: start there.
         return min(len(old.previous), len(names) - 1)
     return 0
